@@ -1,0 +1,43 @@
+# nudgekit: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+# the CPU build of torch first, so the `torch` requirement never pulls a CUDA build
+TORCH_PIN ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export WANDB_SILENT ?= true
+export TOKENIZERS_PARALLELISM ?= false
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv with the CPU torch wheel and nudgekit[dev]
+
+test: install ## fast tests (excludes @slow); the one test command
+	$(PY) -m pytest -m "not slow" -q
+
+test-full: install ## every test, slow ones included
+	$(PY) -m pytest -q
+
+lint: install ## ruff
+	$(VENV)/bin/ruff check .
+
+format: install ## ruff format + autofix
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean: ## remove run outputs and caches (not the venv, not the zoo cache)
+	rm -rf outputs multirun .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+.PHONY: help install test test-full lint format clean

@@ -1,0 +1,39 @@
+"""OmegaConf resolvers and small config helpers shared by the CLI and the tests.
+
+Resolvers:
+    ``${nk.root:}``: the repository root (the folder above the ``nudgekit`` package).
+    ``${nk.cache:}``: the cache root (``$NUDGEKIT_CACHE`` or ``~/.cache/nudgekit``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_root() -> Path:
+    """Where built artefacts (the tiny-world zoo, reproduce stages) are cached."""
+    return Path(os.environ.get("NUDGEKIT_CACHE", Path.home() / ".cache" / "nudgekit"))
+
+
+def shared_data_dir() -> Path:
+    """The benchmark files: ``$NUDGEKIT_DATA`` or ``<repo>/../shared/data``."""
+    return Path(os.environ.get("NUDGEKIT_DATA", ROOT.parent / "shared" / "data"))
+
+
+def _register() -> None:
+    resolvers = {
+        "nk.root": lambda: str(ROOT),
+        "nk.cache": lambda: str(cache_root()),
+        "nk.data": lambda: str(shared_data_dir()),
+    }
+    for name, fn in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+_register()

@@ -1,0 +1,137 @@
+"""The evaluation pipeline: sample `n` completions per problem, verify, report pass@k.
+
+Evaluation never shows hints: problems are rendered from their question alone. Outputs in the
+run dir: `samples.jsonl` (per problem: prompt, completions, rewards), `summary.json`,
+`results.md` and `pass_at_k.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from nudgekit.data.problem import Problem
+from nudgekit.engines.base import Engine, GenerationRequest
+from nudgekit.errors import NudgekitError
+from nudgekit.eval.metrics import mean_pass_at_k
+from nudgekit.eval.report import pass_at_k_plot, write_markdown_table
+
+log = logging.getLogger(__name__)
+
+
+class EvalPipeline:
+    """Evaluate one engine on one problem set with one verifier.
+
+    Args:
+        engine: the generation engine (its `tokenizer` renders chat prompts when `chat=True`).
+        problems: the problems to evaluate (hints are ignored).
+        verifier: `(completion, answer) -> float`.
+        prompt: renders a problem into prompt text for this engine.
+        n: samples per problem.
+        k: the k values of pass@k to report (each <= n).
+        max_new_tokens: completion budget.
+        temperature: sampling temperature (0 = greedy, then n must be 1).
+        top_p: nucleus mass.
+        stop: stop strings.
+        seed: base seed; problem i uses `seed + i`, so results do not depend on batching.
+        batch_size: problems per engine call.
+        table_rows: sample completions logged as a table.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        problems: Sequence[Problem],
+        verifier: Callable[[str, str], float],
+        prompt: Callable[[Problem], str],
+        n: int = 4,
+        k: Sequence[int] = (1,),
+        max_new_tokens: int = 64,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        seed: int = 0,
+        batch_size: int = 16,
+        table_rows: int = 32,
+    ):
+        bad_k = [kk for kk in k if not 1 <= kk <= n]
+        if bad_k:
+            raise NudgekitError(f"eval: every k must be in 1..n={n}, got {list(k)}")
+        if temperature == 0 and n > 1:
+            raise NudgekitError(f"eval: greedy decoding (temperature=0) with n={n} repeats one sample")
+        if not problems:
+            raise NudgekitError("eval: the problem set is empty")
+        self.engine, self.problems, self.verifier, self.prompt = engine, problems, verifier, prompt
+        self.n, self.k, self.max_new_tokens = n, sorted(set(k)), max_new_tokens
+        self.temperature, self.top_p, self.stop = temperature, top_p, list(stop)
+        self.seed, self.batch_size, self.table_rows = seed, batch_size, table_rows
+
+    def sample(self) -> list[dict]:
+        """Generate and verify; one record per problem."""
+        records = []
+        bar = tqdm(total=len(self.problems), desc="eval", unit="problem")
+        for start in range(0, len(self.problems), self.batch_size):
+            batch = self.problems[start : start + self.batch_size]
+            prompts = [self.prompt(p) for p in batch]
+            requests = [
+                GenerationRequest(
+                    prompt=text, n=self.n, max_new_tokens=self.max_new_tokens,
+                    temperature=self.temperature, top_p=self.top_p, stop=self.stop,
+                    seed=self.seed + start + i,
+                )
+                for i, text in enumerate(prompts)
+            ]
+            for problem, text, result in zip(batch, prompts, self.engine.generate(requests)):
+                completions = [s.text for s in result.samples]
+                rewards = [float(self.verifier(c, problem.answer)) for c in completions]
+                records.append({
+                    "id": problem.id, "prompt": text, "answer": problem.answer,
+                    "completions": completions, "rewards": rewards,
+                    "finish_reasons": [s.finish_reason for s in result.samples],
+                    "n": len(rewards), "correct": int(sum(r >= 1.0 for r in rewards)),
+                })
+            bar.update(len(batch))
+        bar.close()
+        return records
+
+    def summarize(self, records: list[dict]) -> dict[str, float]:
+        """pass@k for every configured k, plus mean reward and truncation rate."""
+        counts = [(r["n"], r["correct"]) for r in records]
+        metrics = {f"eval/pass@{k}": mean_pass_at_k(counts, k) for k in self.k}
+        rewards = [x for r in records for x in r["rewards"]]
+        lengths = [f == "length" for r in records for f in r["finish_reasons"]]
+        metrics["eval/mean_reward"] = sum(rewards) / len(rewards)
+        metrics["eval/truncated_frac"] = sum(lengths) / len(lengths)
+        metrics["eval/problems"] = float(len(records))
+        return metrics
+
+    def run(self, tracker=None, run_dir: Path | None = None) -> dict[str, float]:
+        records = self.sample()
+        metrics = self.summarize(records)
+        log.info("eval: %s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        if run_dir is not None:
+            self.write(Path(run_dir), records, metrics)
+        if tracker is not None:
+            tracker.log(metrics)
+            rows = [
+                {"id": r["id"], "prompt": r["prompt"], "completion": r["completions"][0],
+                 "reward": r["rewards"][0], "answer": r["answer"]}
+                for r in records[: self.table_rows]
+            ]
+            tracker.log_table("eval/samples", rows)
+        return metrics
+
+    def write(self, run_dir: Path, records: list[dict], metrics: dict[str, float]) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "samples.jsonl", "w") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+        (run_dir / "summary.json").write_text(json.dumps(metrics, indent=2))
+        write_markdown_table(run_dir / "results.md", [{"metric": k, "value": f"{v:.4f}"}
+                                                      for k, v in metrics.items()])
+        curve = {k: metrics[f"eval/pass@{k}"] for k in self.k}
+        pass_at_k_plot(run_dir / "pass_at_k.png", {"model": curve})
