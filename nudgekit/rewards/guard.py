@@ -1,0 +1,194 @@
+"""Run a verifier function so that it never raises and never hangs.
+
+`Verifier` wraps a raw ``fn(completion, answer) -> float`` and is what `load_verifier` returns.
+Every call is counted in `Verifier.stats`; an exception or a malformed input scores 0.0 and counts
+as a failure, a call that runs past ``timeout_s`` scores 0.0 and counts as a timeout.
+
+How the timeout works (and why):
+
+* In the main thread (the usual place reward functions run, in TRL and in our trainer) a
+  ``SIGALRM`` interval timer raises `VerifierTimeout` inside the running Python code, so a runaway
+  sympy simplification is actually stopped. `VerifierTimeout` derives from `BaseException` so
+  that ``except Exception`` blocks inside math-verify or sympy cannot swallow it.
+* Anywhere else (a worker thread, a platform without ``SIGALRM``, or when some outer code already
+  armed the real-time timer) signals are unavailable, so the call runs in a daemon thread and the
+  caller waits at most ``timeout_s``. Python threads cannot be killed: an abandoned call finishes
+  in the background. Input lengths are capped (``max_chars``) so that this stays rare and cheap.
+
+math-verify's own signal timeouts are switched off by the math verifier (they only work in the
+main thread, and their ``signal.alarm(0)`` would cancel this guard's timer).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+RawVerifier = Callable[[str, str], float]
+
+
+class VerifierTimeout(BaseException):
+    """Raised inside a verifier call that ran past its time limit."""
+
+
+@dataclass
+class VerifierStats:
+    """Counters of one `Verifier`: every call, and how many scored 0 by failure or timeout."""
+
+    calls: int = 0
+    failures: int = 0
+    timeouts: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _can_use_alarm() -> bool:
+    """True when a SIGALRM timer may be armed here without disturbing anyone else's."""
+    if not hasattr(signal, "setitimer"):
+        return False
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    # An outer timer is already running (e.g. a test harness); don't steal it.
+    return signal.getitimer(signal.ITIMER_REAL)[0] == 0.0
+
+
+def _call_with_alarm(fn: Callable[[], float], timeout_s: float) -> float:
+    fired = False
+
+    def on_alarm(signum, frame):  # noqa: ARG001 - signal handler signature
+        nonlocal fired
+        fired = True
+        raise VerifierTimeout
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)
+        try:
+            result = fn()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0.0)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    if fired:  # the timeout was raised but something swallowed it: the result is not trustworthy
+        raise VerifierTimeout
+    return result
+
+
+def _call_in_thread(fn: Callable[[], float], timeout_s: float) -> float:
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True, name="nudgekit-verifier")
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise VerifierTimeout
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["result"]  # type: ignore[return-value]
+
+
+def call_with_timeout(fn: Callable[[], float], timeout_s: float | None) -> float:
+    """Return ``fn()``, raising `VerifierTimeout` if it takes longer than ``timeout_s`` seconds.
+
+    Args:
+        fn: a zero-argument callable.
+        timeout_s: the limit in seconds; None or <= 0 runs ``fn`` without a limit.
+
+    Returns:
+        What ``fn`` returned.
+    """
+    if timeout_s is None or timeout_s <= 0:
+        return fn()
+    if _can_use_alarm():
+        return _call_with_alarm(fn, timeout_s)
+    return _call_in_thread(fn, timeout_s)
+
+
+def _as_score(value: object) -> float:
+    """Coerce a raw verifier result to a float in [0, 1]; bool and numbers are accepted."""
+    score = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(score):
+        raise ValueError(f"verifier returned {value!r}")
+    return min(1.0, max(0.0, score))
+
+
+def _as_text(value: object, what: str) -> str:
+    if isinstance(value, str):
+        return value
+    # Answers often arrive as numbers from json/parquet columns; text from anything else is a bug.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+
+
+class Verifier:
+    """A guarded ``(completion, answer) -> float`` callable with call counters.
+
+    Args:
+        fn: the raw verifier; may raise or run long, the wrapper takes care of both.
+        name: the registry name, used in logs and reward names.
+        timeout_s: per-call time limit in seconds (None: no limit).
+        max_chars: completions longer than this keep only their last ``max_chars`` characters
+            (final answers sit at the end) and answers longer than this score 0; this bounds
+            the work any single call can cause.
+    """
+
+    def __init__(
+        self, fn: RawVerifier, name: str, timeout_s: float | None = 5.0, max_chars: int = 20_000
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.timeout_s = timeout_s
+        self.max_chars = max_chars
+        self.stats = VerifierStats()
+        self._lock = threading.Lock()
+
+    def __call__(self, completion: str, answer: str) -> float:
+        outcome = "ok"
+        score = 0.0
+        try:
+            text = _as_text(completion, "completion")[-self.max_chars :]
+            gold = _as_text(answer, "answer")
+            if len(gold) > self.max_chars:
+                raise ValueError("answer longer than max_chars")
+            score = _as_score(call_with_timeout(lambda: self.fn(text, gold), self.timeout_s))
+        except VerifierTimeout:
+            outcome = "timeout"
+        except Exception:  # noqa: BLE001 - the contract: a verifier never raises
+            outcome = "failure"
+        with self._lock:
+            self.stats.calls += 1
+            if outcome == "timeout":
+                self.stats.timeouts += 1
+            elif outcome == "failure":
+                self.stats.failures += 1
+        return score if outcome == "ok" else 0.0
+
+    def reset_stats(self) -> VerifierStats:
+        """Zero the counters and return the values they had (e.g. once per logging step)."""
+        with self._lock:
+            old, self.stats = self.stats, VerifierStats()
+        return old
+
+    def __repr__(self) -> str:
+        return f"Verifier({self.name!r}, timeout_s={self.timeout_s}, stats={self.stats})"
+
+    # Locks don't pickle; verifiers must, to cross into dataloader / multiprocessing workers.
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
