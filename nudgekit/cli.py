@@ -52,8 +52,9 @@ def _run(cfg: DictConfig) -> float | None:
         pipeline = instantiate(cfg.pipeline)
         metrics = pipeline.run(tracker=tracker, run_dir=run_dir) or {}
         tracker.summary(metrics)
-    except Exception:
-        log.exception("pipeline %s failed; run dir: %s", cfg.pipeline.get("_target_"), run_dir)
+    except Exception as exc:
+        if find_user_error(exc) is None:  # a bug: keep the traceback in the run's log
+            log.exception("pipeline %s failed; run dir: %s", cfg.pipeline.get("_target_"), run_dir)
         raise
     finally:
         tracker.finish()

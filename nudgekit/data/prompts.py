@@ -96,6 +96,8 @@ TEMPLATES: dict[str, PromptTemplate] = {
         user=f"{{question}}\n{_BOXED}",
         hint_user=f"{{question}}\n\nHint: {{hint}}\n\n{_BOXED}",
     ),
+    # the tiny world's format (nudgekit.zoo.prompts): the question alone, a hint on its own line
+    "tiny": PromptTemplate(hint_user="{question}\nHint: {hint}"),
     "gsm8k": PromptTemplate(
         user=f"{{question}}\n{_GSM8K}",
         hint_user=f"{{question}}\n\nHint: {{hint}}\n\n{_GSM8K}",

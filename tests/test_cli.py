@@ -1,0 +1,89 @@
+"""End-to-end runs through `run.py`: real W&B offline runs, real files, one-line user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("NUDGEKIT_DATA", ROOT.parent / "shared" / "data"))
+needs_data = pytest.mark.skipif(
+    not (DATA / "gsm8k" / "test.jsonl").exists(), reason=f"shared benchmark files not at {DATA}"
+)
+
+
+def run_cli(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.update({
+        "WANDB_DIR": str(tmp_path), "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
+        "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"), "WANDB_SILENT": "true",
+        "HF_HUB_OFFLINE": "1",
+    })
+    cmd = [sys.executable, "run.py", *args, f"hydra.run.dir={tmp_path / 'run'}"]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(out: subprocess.CompletedProcess, *needles: str) -> str:
+    assert out.returncode == 2, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
+    # progress bars may precede it; the error itself is exactly one line
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip() and "it/s]" not in ln]
+    assert len(lines) == 1, out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@needs_data
+def test_eval_on_gsm8k_writes_wandb_and_jsonl(tmp_path, tiny_qwen_dir):
+    out = run_cli([
+        "experiment=eval_gsm8k", f"model.name_or_path={tiny_qwen_dir}", "logger=wandb",
+        "budget.problems=3", "budget.samples=2", "budget.max_new_tokens=6", "pipeline.k=[1,2]",
+    ], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "run"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "eval/pass@1" in metrics[0] and "eval/pass@2" in metrics[0]
+    assert 0.0 <= metrics[0]["eval/pass@1"] <= 1.0
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 and all(len(s["completions"]) == 2 for s in samples)
+    assert all(s["id"].startswith("gsm8k/") for s in samples)
+    assert (run / "pass_at_k.png").stat().st_size > 1000
+    assert json.loads((run / "summary.json").read_text())["eval/problems"] == 3
+    offline = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(offline) == 1 and offline[0].stat().st_size > 100
+    assert (run / "tables").is_dir()
+
+
+def test_dry_run_prints_plan_and_loads_nothing(tmp_path):
+    out = run_cli(["experiment=eval_gsm8k", "model.name_or_path=/no/such/model", "dry_run=true"],
+                  tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "/no/such/model" in out.stdout and "every _target_ binds" in out.stdout
+
+
+def test_unknown_model_path_is_one_line(tmp_path):
+    out = run_cli(["experiment=eval_gsm8k", "model.name_or_path=/no/such/model-dir",
+                   "budget.problems=2"], tmp_path)
+    assert_one_line_error(out, "/no/such/model-dir")
+
+
+def test_unknown_verifier_is_one_line(tmp_path, tiny_qwen_dir):
+    out = run_cli(["experiment=eval_gsm8k", f"model.name_or_path={tiny_qwen_dir}",
+                   "reward.name=no_such_verifier", "budget.problems=2"], tmp_path)
+    assert_one_line_error(out, "no_such_verifier", "gsm8k")
+
+
+def test_malformed_dataset_row_is_one_line(tmp_path, tiny_qwen_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "1+1?", "answer": "#### 2"}\n{"question": "2+2?"}\n')
+    out = run_cli(["experiment=eval_gsm8k", f"model.name_or_path={tiny_qwen_dir}",
+                   f"data.path={bad}"], tmp_path)
+    assert_one_line_error(out, "bad.jsonl", "row 2", "answer")
