@@ -48,6 +48,8 @@ def import_target(path: str) -> Any:
 
 def iter_targets(node: Any, key: str = "") -> Iterator[tuple[str, DictConfig]]:
     """Yield `(dotted_key, node)` for every config node that has a `_target_`."""
+    if isinstance(node, (DictConfig, ListConfig)) and (node._is_none() or node._is_missing()):
+        return
     if isinstance(node, DictConfig):
         if "_target_" in node:
             yield key, node

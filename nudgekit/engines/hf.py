@@ -1,0 +1,325 @@
+"""The in-process `hf` engine: batched sampling from a `transformers` causal LM on CPU or GPU.
+
+How it departs from `model.generate(num_return_sequences=n)`:
+
+- **Shared-prefix prefill.** Each distinct prompt of a micro-batch is prefilled once (left-padded,
+  batched); its KV cache is then gathered `n` times along the batch axis and all rows decode
+  together. GRPO's G samples per prompt thus cost one prefill instead of G.
+- **A plain decode loop** (forward with the cache, attention mask and explicit position ids)
+  instead of `generate`'s processor stack; rows that finish are dropped from the batch (and
+  cache) once a quarter of the batch is done.
+- **Per-row randomness.** Sample `j` of a request with seed `s` draws its uniforms from its own
+  generator seeded with `derive_seed(s, j)`, and tokens come from inverse-CDF sampling.
+
+Reproducibility guarantee: the same requests with the same seeds on the same machine, dtype and
+`max_batch_size` give identical samples. A sample does not depend on the other requests in the
+call *except* through floating-point rounding of its logits (batch shape and padding change the
+matmul order), so across different batch compositions samples agree unless a draw lands within
+rounding error of a CDF boundary, which with float32 on CPU we have not observed in tests.
+A request with `seed=None` gets a seed drawn from torch's global RNG (so `torch.manual_seed`
+still makes a run reproducible).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nudgekit.engines.base import GenerationRequest, GenerationResult, Sample
+from nudgekit.engines.sampling import derive_seed, row_uniforms, sample_step
+from nudgekit.errors import NudgekitError
+
+# (request index, first sample index, number of samples) of one micro-batch entry.
+_Entry = tuple[int, int, int]
+_EOS, _STOP, _LENGTH = 1, 2, 3
+_REASONS = {_EOS: "eos", _STOP: "stop", _LENGTH: "length"}
+
+
+@dataclass
+class _Rows:
+    """Per-row outputs of one micro-batch, indexed by row (request/sample order)."""
+
+    tokens: torch.Tensor  # [R, T] sampled ids
+    logprobs: torch.Tensor  # [R, T]
+    top_ids: torch.Tensor  # [R, T]
+    top_logprobs: torch.Tensor  # [R, T]
+    lengths: torch.Tensor  # [R] tokens sampled so far
+    reasons: torch.Tensor  # [R] 0 while running, else _EOS / _STOP / _LENGTH
+
+
+def plan_micro_batches(
+    ns: Sequence[int], max_rows: int, order: Sequence[int] | None = None
+) -> list[list[_Entry]]:
+    """Pack requests into micro-batches of at most `max_rows` sample rows.
+
+    Args:
+        ns: samples per request.
+        max_rows: micro-batch size in rows.
+        order: the order to pack requests in (default: as given).
+
+    A request with more samples than fit is split across micro-batches; each part keeps its
+    sample indices, so its seeds (and samples) are the same as if it had fit.
+    """
+    batches: list[list[_Entry]] = [[]]
+    free = max_rows
+    for req in order if order is not None else range(len(ns)):
+        n = ns[req]
+        start = 0
+        while start < n:
+            if free == 0:
+                batches.append([])
+                free = max_rows
+            take = min(free, n - start)
+            batches[-1].append((req, start, take))
+            start += take
+            free -= take
+    return [b for b in batches if b]
+
+
+class HFEngine:
+    """Sample from a `transformers` causal LM in-process.
+
+    Args:
+        model: a loaded `PreTrainedModel`, a `ModelSpec`, or a path / hub id / `zoo:` name.
+        tokenizer: the model's tokenizer (loaded from the spec when `model` is not a module).
+        max_batch_size: most sample rows decoded at once (bounds memory).
+        progress: show a tqdm bar over micro-batches.
+        eos_token_ids: ids that end a sample with `finish_reason="eos"`; default: the model's
+            generation config plus the tokenizer's EOS.
+        add_special_tokens: add the tokenizer's special tokens (e.g. BOS) to text prompts; off
+            because chat templates already contain them.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        max_batch_size: int = 64,
+        progress: bool = False,
+        eos_token_ids: Sequence[int] | None = None,
+        add_special_tokens: bool = False,
+    ) -> None:
+        if isinstance(model, (str, os.PathLike)):
+            from nudgekit.models import ModelSpec
+
+            model = ModelSpec(str(model))
+        if hasattr(model, "load_model"):  # a ModelSpec
+            tokenizer = tokenizer if tokenizer is not None else model.load_tokenizer()
+            model = model.load_model()
+        if tokenizer is None:
+            raise NudgekitError("hf engine: a loaded model needs its tokenizer (tokenizer=...)")
+        if max_batch_size < 1:
+            raise NudgekitError(f"hf engine: max_batch_size must be >= 1, got {max_batch_size}")
+        self.model = model
+        # A DDP / DeepSpeed wrapper is called as is; config and signature come from its module.
+        inner = getattr(model, "module", None)
+        self._core = inner if isinstance(inner, torch.nn.Module) else model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.progress = progress
+        self.add_special_tokens = add_special_tokens
+        self.eos_token_ids = sorted(set(eos_token_ids or _default_eos_ids(self._core, tokenizer)))
+        self.pad_id = _pad_id(tokenizer, self.eos_token_ids)
+        # transformers 5.x renamed `past_key_values` to `cache`; accept either version.
+        params = inspect.signature(self._core.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """Sample `request.n` completions for every request (see the module docstring)."""
+        prompts = [self._prompt_ids(i, r) for i, r in enumerate(requests)]
+        seeds = [
+            r.seed if r.seed is not None else int(torch.randint(0, 2**62, ()).item())
+            for r in requests
+        ]
+        samples: list[list[Sample | None]] = [[None] * r.n for r in requests]
+        # Packing similar lengths together wastes less compute on left padding.
+        order = sorted(range(len(requests)), key=lambda i: len(prompts[i]))
+        batches = plan_micro_batches([r.n for r in requests], self.max_batch_size, order)
+        from tqdm.auto import tqdm
+
+        was_training = self.model.training  # a trainer may hand in its policy mid-training
+        self.model.eval()
+        try:
+            for batch in tqdm(batches, desc="hf generate", disable=not self.progress):
+                self._run_batch(batch, requests, prompts, seeds, samples)
+        finally:
+            self.model.train(was_training)
+        return [
+            GenerationResult(prompt_ids=p, samples=list(s))  # type: ignore[arg-type]
+            for p, s in zip(prompts, samples)
+        ]
+
+    def _prompt_ids(self, index: int, req: GenerationRequest) -> list[int]:
+        where = f"request {index}"
+        if req.n < 1 or req.max_new_tokens < 1:
+            raise NudgekitError(f"{where}: n and max_new_tokens must be >= 1")
+        if req.temperature < 0 or not 0 < req.top_p <= 1:
+            raise NudgekitError(f"{where}: need temperature >= 0 and 0 < top_p <= 1")
+        if isinstance(req.prompt, str):
+            ids = self.tokenizer(req.prompt, add_special_tokens=self.add_special_tokens).input_ids
+        else:
+            ids = [int(t) for t in req.prompt]
+            vocab = self._core.get_input_embeddings().num_embeddings
+            if any(not 0 <= t < vocab for t in ids):
+                raise NudgekitError(f"{where}: prompt ids must lie in [0, {vocab})")
+        if not ids:
+            raise NudgekitError(f"{where}: empty prompt")
+        return list(ids)
+
+    @torch.inference_mode()
+    def _run_batch(self, batch, requests, prompts, seeds, samples) -> None:
+        reqs = [requests[r] for r, _, _ in batch]
+        counts = torch.tensor([c for _, _, c in batch])
+        cache, logits, mask, last_pos = self._prefill([prompts[r] for r, _, _ in batch])
+        rows = torch.repeat_interleave(torch.arange(len(batch)), counts)  # prompt of each row
+        row_reqs = [reqs[i] for i in rows.tolist()]
+        rows = rows.to(self.device)
+        if len(rows) != len(batch):  # share each prompt's KV cache across its samples
+            cache.batch_select_indices(rows)
+        row_seeds = [derive_seed(seeds[r], s + k) for r, s, c in batch for k in range(c)]
+        out = self._decode(cache, logits[rows], mask[rows], last_pos[rows], row_reqs, row_seeds)
+        row = 0
+        for (r, start, count), req in zip(batch, reqs):
+            for k in range(count):
+                samples[r][start + k] = self._to_sample(out, row, req)
+                row += 1
+
+    def _prefill(self, prompts: list[list[int]]):
+        """Left-pad and run the prompts once; return cache, last logits, mask, last positions."""
+        from transformers import DynamicCache
+
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self._core.config)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            use_cache=True,
+            **{self._cache_kw: cache},
+            **self._last_logits_only,
+        )
+        return cache, out.logits[:, -1, :], mask, pos[:, -1]
+
+    def _decode(self, cache, logits, mask, last_pos, row_reqs, row_seeds) -> _Rows:
+        """Sample until every row hits EOS, a stop string or its token budget."""
+        dev = self.device
+        n_rows = len(row_reqs)
+        budget = torch.tensor([r.max_new_tokens for r in row_reqs], device=dev)
+        steps = int(budget.max())
+        temp = torch.tensor([r.temperature for r in row_reqs], dtype=torch.float32, device=dev)
+        top_p = torch.tensor([r.top_p for r in row_reqs], dtype=torch.float32, device=dev)
+        uniforms = row_uniforms(row_seeds, steps).to(dev)  # [R, steps]
+        eos = torch.tensor(self.eos_token_ids, dtype=torch.long, device=dev)
+        out = _Rows(
+            *(
+                torch.zeros((n_rows, steps), dtype=dt, device=dev)
+                for dt in (torch.long, torch.float32, torch.long, torch.float32)
+            ),
+            lengths=torch.zeros(n_rows, dtype=torch.long, device=dev),
+            reasons=torch.zeros(n_rows, dtype=torch.long, device=dev),
+        )
+        stop_rows = {i for i, r in enumerate(row_reqs) if r.stop}
+        active = torch.arange(n_rows, device=dev)  # original row of each batch row
+        alive = torch.ones(n_rows, dtype=torch.bool, device=dev)
+        for step in range(steps):
+            ids, lp, tid, tlp = sample_step(logits, temp, top_p, uniforms[:, step])
+            live = active[alive]
+            for field, val in zip(
+                (out.tokens, out.logprobs, out.top_ids, out.top_logprobs), (ids, lp, tid, tlp)
+            ):
+                field[live, step] = val[alive]
+            out.lengths[live] = step + 1
+            code = torch.where(torch.isin(ids[alive], eos), _EOS, 0)
+            code = torch.where((code == 0) & (budget[live] <= step + 1), _LENGTH, code)
+            if stop_rows:
+                code = self._check_stops(out, live, code, row_reqs, stop_rows)
+            out.reasons[live] = code
+            alive[alive.clone()] = code == 0
+            n_alive = int(alive.sum())
+            if n_alive == 0:
+                break
+            if len(alive) - n_alive >= max(1, len(alive) // 4):  # drop finished rows
+                keep = alive.nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                active, mask, last_pos, ids = active[keep], mask[keep], last_pos[keep], ids[keep]
+                temp, top_p, uniforms = temp[keep], top_p[keep], uniforms[keep]
+                alive = torch.ones(len(keep), dtype=torch.bool, device=dev)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+            last_pos = last_pos + 1
+            logits = self.model(
+                input_ids=ids.unsqueeze(-1),
+                attention_mask=mask,
+                position_ids=last_pos.unsqueeze(-1),
+                use_cache=True,
+                **{self._cache_kw: cache},
+            ).logits[:, -1, :]
+        return out
+
+    def _check_stops(self, out: _Rows, live, code, row_reqs, stop_rows) -> torch.Tensor:
+        """Set `_STOP` for live rows whose latest token completed one of their stop strings."""
+        codes = code.tolist()
+        for j, row in enumerate(live.tolist()):
+            if row not in stop_rows or codes[j] == _EOS:
+                continue
+            stops, n = row_reqs[row].stop, int(out.lengths[row])
+            # The stop string ends in the last few tokens' text; a character can span up to 4
+            # byte-level tokens, so look back 4 tokens per stop character (plus slack).
+            window = 4 * max(len(s) for s in stops) + 4
+            tail = self._decode_text(out.tokens[row, max(0, n - window) : n].tolist())
+            if any(s in tail for s in stops):
+                codes[j] = _STOP
+        return torch.tensor(codes, dtype=code.dtype, device=code.device)
+
+    def _to_sample(self, out: _Rows, row: int, req: GenerationRequest) -> Sample:
+        n, reason = int(out.lengths[row]), _REASONS[int(out.reasons[row])]
+        ids = out.tokens[row, :n].tolist()
+        text = self._decode_text(ids[:-1] if reason == "eos" else ids)
+        if reason == "stop":
+            cut = min((i for i in (text.find(s) for s in req.stop) if i >= 0), default=len(text))
+            text = text[:cut]
+        sample = Sample(token_ids=ids, text=text, finish_reason=reason)  # type: ignore[arg-type]
+        if req.logprobs:
+            sample.logprobs = out.logprobs[row, :n].tolist()
+        if req.top_logprobs:
+            sample.top_token_ids = out.top_ids[row, :n].tolist()
+            sample.top_logprobs = out.top_logprobs[row, :n].tolist()
+        return sample
+
+    def _decode_text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _default_eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: list[int] = []
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for source in (gen_eos, tokenizer.eos_token_id):
+        if source is not None:
+            ids.extend(source if isinstance(source, (list, tuple)) else [source])
+    if not ids:
+        raise NudgekitError(
+            "hf engine: model and tokenizer define no EOS token (eos_token_ids=...)"
+        )
+    return ids
+
+
+def _pad_id(tokenizer: Any, eos_ids: list[int]) -> int:
+    # Padded positions are masked out, so any valid id works; prefer the tokenizer's own.
+    pad = tokenizer.pad_token_id
+    return int(pad) if pad is not None else int(eos_ids[0])

@@ -1,0 +1,23 @@
+"""Shared pytest fixtures: tiny random-init HF checkpoints written once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nudgekit.models.testing import build_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init 2-layer Qwen2 (hidden 32) + byte-level BPE tokenizer with a chat template."""
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2", arch="qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init 2-layer Llama whose tokenizer has *no* chat template (plain fallback)."""
+    return build_tiny_model(
+        tmp_path_factory.mktemp("models") / "tiny-llama", arch="llama", chat_template=False, seed=1
+    )
