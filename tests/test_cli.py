@@ -42,10 +42,12 @@ def assert_one_line_error(out: subprocess.CompletedProcess, *needles: str) -> st
 
 
 @needs_data
-def test_eval_on_gsm8k_writes_wandb_and_jsonl(tmp_path, tiny_qwen_dir):
+@pytest.mark.parametrize("benchmark", ["gsm8k", "math500"])
+def test_eval_on_real_benchmark_writes_wandb_and_jsonl(tmp_path, tiny_qwen_dir, benchmark):
     out = run_cli([
-        "experiment=eval_gsm8k", f"model.name_or_path={tiny_qwen_dir}", "logger=wandb",
-        "budget.problems=3", "budget.samples=2", "budget.max_new_tokens=6", "pipeline.k=[1,2]",
+        f"experiment=eval_{benchmark}", f"model.name_or_path={tiny_qwen_dir}", "logger=wandb",
+        "budget.problems=3", "eval.n=2", "eval.temperature=1.0", "budget.max_new_tokens=6",
+        "eval.k=[1,2]",
     ], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "run"
@@ -54,7 +56,7 @@ def test_eval_on_gsm8k_writes_wandb_and_jsonl(tmp_path, tiny_qwen_dir):
     assert 0.0 <= metrics[0]["eval/pass@1"] <= 1.0
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 3 and all(len(s["completions"]) == 2 for s in samples)
-    assert all(s["id"].startswith("gsm8k/") for s in samples)
+    assert all(s["id"].startswith(f"{benchmark}/") for s in samples)
     assert (run / "pass_at_k.png").stat().st_size > 1000
     assert json.loads((run / "summary.json").read_text())["eval/problems"] == 3
     offline = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
