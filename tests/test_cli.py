@@ -89,3 +89,13 @@ def test_malformed_dataset_row_is_one_line(tmp_path, tiny_qwen_dir):
     out = run_cli(["experiment=eval_gsm8k", f"model.name_or_path={tiny_qwen_dir}",
                    f"data.path={bad}"], tmp_path)
     assert_one_line_error(out, "bad.jsonl", "row 2", "answer")
+
+
+@pytest.mark.slow
+def test_tinyworld_check_under_debug_tiny(tmp_path):
+    out = run_cli(["experiment=tinyworld_check", "debug=tiny"], tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "tinyworld_check.json").read_text())
+    for prop in ("P1", "P2", "P3", "P4"):
+        assert isinstance(report[prop]["holds"], bool), prop
+    assert (tmp_path / "run" / "tinyworld_check.md").read_text().count("|") > 8

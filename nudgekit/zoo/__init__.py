@@ -1,0 +1,59 @@
+"""The tiny world: seeded reasoning tasks and a locally trained, hash-cached model zoo.
+
+Public API: `tiny_problems`, `resolve` (``"tiny-policy"`` or ``"tiny-policy@test"``), `build_all`,
+the prompt helpers (`chat_prompt`, `base_prompt`, `explain_prompt`, `cue_prompt`, ...) and the
+Hydra pipelines `ZooBuild` and `TinyWorldCheck`. Heavy modules (training, the check) load lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nudgekit.zoo.prompts import (
+    base_prompt,
+    chat_prompt,
+    chat_target,
+    cue_message,
+    cue_prompt,
+    explain_message,
+    explain_prompt,
+    render_chat,
+    user_message,
+)
+from nudgekit.zoo.registry import NAMES, build_all, config_hash, model_dir, read_meta, resolve
+from nudgekit.zoo.tasks import HINT_LEVELS, chain_of, tiny_problems
+
+__all__ = [
+    "HINT_LEVELS",
+    "NAMES",
+    "TinyWorldCheck",
+    "ZooBuild",
+    "base_prompt",
+    "build_all",
+    "chain_of",
+    "chat_prompt",
+    "chat_target",
+    "config_hash",
+    "cue_message",
+    "cue_prompt",
+    "explain_message",
+    "explain_prompt",
+    "model_dir",
+    "read_meta",
+    "render_chat",
+    "resolve",
+    "tiny_problems",
+    "user_message",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TinyWorldCheck":
+        from nudgekit.zoo.check import TinyWorldCheck
+
+        return TinyWorldCheck
+    if name == "ZooBuild":
+        from nudgekit.zoo.pipelines import ZooBuild
+
+        return ZooBuild
+    raise AttributeError(f"module 'nudgekit.zoo' has no attribute {name!r}")

@@ -1,0 +1,111 @@
+"""SFT examples for each zoo model role, drawn from the train split only.
+
+An example is ``(prompt, target)``: loss is taken on the target tokens only. Chat examples are
+rendered with the model's own tokenizer chat template and end with its EOS token; base-corpus
+examples have an empty prompt (loss on everything) and no EOS.
+
+Roles:
+- ``policy``: solve levels 1-3 without a hint; solve levels 1-4 with a hint of any of the four
+  levels (with the abstract cue the solution skips the named pair); write an explanation given
+  question + answer (levels 1-3); write the abstract cue given question + answer + explanation
+  (levels 1-4). Level 4 is never solved without a hint here, and level 5+ never appears.
+- ``base``: raw solution text (levels 1-4), unformatted, several endings, two documents per
+  example joined by a blank line (so the model runs on into a new document instead of stopping).
+- ``aligned``: chat-formatted solutions (levels 1-4) ending in the strict ``Answer:`` line.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from nudgekit.errors import NudgekitError
+from nudgekit.zoo import prompts
+from nudgekit.zoo.tasks import HINT_LEVELS, Chain, chains, hints, solution_steps
+
+ROLES = ("policy", "base", "aligned")
+# Policy task mix (why: hinted solving and hint writing must be seen often enough to be learned,
+# while unhinted solving stays the bulk so pass@1 on easy problems is solid).
+POLICY_MIX = (("solve", 0.45), ("hinted", 0.35), ("explain", 0.1), ("cue", 0.1))
+HINT_MIX = (("abstract", 0.55), ("partial", 0.15), ("full", 0.15), ("answer", 0.15))
+
+
+def _pool(levels: tuple[int, ...]) -> list[Chain]:
+    out: list[Chain] = []
+    for lv in levels:
+        out.extend(chains("train", lv))
+    return out
+
+
+def _pick(rng: random.Random, mix: tuple[tuple[str, float], ...]) -> str:
+    names, weights = zip(*mix)
+    return rng.choices(names, weights=weights)[0]
+
+
+def _policy_example(tok: Any, rng: random.Random, pools: dict[str, list[Chain]]) -> tuple[str, str]:
+    kind = _pick(rng, POLICY_MIX)
+    eos = tok.eos_token
+    if kind == "solve":
+        c = rng.choice(pools["plain"])
+        return prompts.chat_prompt(tok, c.question), prompts.chat_target(c) + eos
+    if kind == "hinted":
+        c = rng.choice(pools["all"])
+        level = _pick(rng, HINT_MIX)
+        assert level in HINT_LEVELS
+        target = prompts.chat_target(c, use_cue=level == "abstract")
+        return prompts.chat_prompt(tok, c.question, hints(c)[level]), target + eos
+    if kind == "explain":
+        c = rng.choice(pools["plain"])
+        return prompts.explain_prompt(tok, c.question, str(c.answer)), solution_steps(c) + eos
+    c = rng.choice(pools["all"])
+    prompt = prompts.cue_prompt(tok, c.question, str(c.answer), solution_steps(c))
+    return prompt, hints(c)["abstract"] + eos
+
+
+def policy_examples(tok: Any, n: int, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(f"policy-{seed}")
+    pools = {"plain": _pool((1, 2, 3)), "all": _pool((1, 2, 3, 4))}
+    return [_policy_example(tok, rng, pools) for _ in range(n)]
+
+
+def base_examples(n: int, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(f"base-{seed}")
+    pool = _pool((1, 2, 3, 4))
+
+    def doc() -> str:
+        return prompts.raw_document(rng.choice(pool), rng.randrange(12))
+
+    return [("", f"{doc()}\n\n{doc()}") for _ in range(n)]
+
+
+def aligned_examples(tok: Any, n: int, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(f"aligned-{seed}")
+    pool = _pool((1, 2, 3, 4))
+    out = []
+    for _ in range(n):
+        c = rng.choice(pool)
+        out.append((prompts.chat_prompt(tok, c.question), prompts.chat_target(c) + tok.eos_token))
+    return out
+
+
+def examples(role: str, tok: Any, n: int, seed: int) -> list[tuple[str, str]]:
+    """`n` SFT examples for `role` ("policy", "base" or "aligned"), deterministic in `seed`."""
+    if role == "policy":
+        return policy_examples(tok, n, seed)
+    if role == "base":
+        return base_examples(n, seed)
+    if role == "aligned":
+        return aligned_examples(tok, n, seed)
+    raise NudgekitError(f"zoo: data role={role!r} is not one of {list(ROLES)}")
+
+
+def tokenizer_corpus(seed: int = 0, n: int = 3000) -> list[str]:
+    """Text the BPE tokenizer is trained on: raw documents and chat-format solutions/hints."""
+    rng = random.Random(f"corpus-{seed}")
+    pool = _pool((1, 2, 3, 4))
+    out = []
+    for i in range(n):
+        c = rng.choice(pool)
+        out.append(prompts.raw_document(c, i))
+        out.append(prompts.chat_target(c) + "\n" + "\n".join(hints(c).values()))
+    return out

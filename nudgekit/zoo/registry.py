@@ -1,0 +1,267 @@
+"""The zoo registry: named tiny models, their configs, and the hash-keyed build cache.
+
+Names: ``tiny-policy``, ``tiny-base-large``, ``tiny-aligned-small``, ``tiny-aligned-large``,
+optionally with a variant suffix ``@<variant>``: ``@full`` (default) or ``@test`` (a reduced
+model that builds in seconds, for tests). ``resolve("tiny-policy@test")`` builds on first use
+into ``$NUDGEKIT_CACHE/zoo/<name>-<confighash>`` (default root ``~/.cache/nudgekit``) through a
+temp dir + rename, so a killed build never leaves a half model, and returns that directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from nudgekit.errors import NudgekitError
+from nudgekit.zoo.tasks import VERSION as TASKS_VERSION
+
+ZOO_VERSION = "zoo-v1"  # bump when building code changes what a config produces
+VARIANTS = ("full", "test")
+META_FILE = "zoo.json"
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    """Everything that determines a zoo model (its hash is the cache key).
+
+    Args:
+        arch: "qwen2" or "llama".
+        tokenizer: "char" or "bpe".
+        role: SFT data role ("policy", "base", "aligned").
+        hidden: hidden size; layers/heads/ffn: depth, attention heads, MLP width.
+        steps, batch_size, lr, n_examples: SFT schedule and data size.
+        init_from: another zoo name whose weights (and tokenizer) this model continues from.
+        seed: seeds init, data and order.
+    """
+
+    arch: str
+    tokenizer: str
+    role: str
+    hidden: int
+    layers: int
+    heads: int
+    ffn: int
+    steps: int
+    batch_size: int
+    lr: float
+    n_examples: int
+    init_from: str | None = None
+    seed: int = 0
+    max_len: int = 256
+
+
+FULL: dict[str, ZooSpec] = {
+    "tiny-policy": ZooSpec(
+        arch="qwen2",
+        tokenizer="char",
+        role="policy",
+        hidden=128,
+        layers=4,
+        heads=4,
+        ffn=384,
+        steps=1200,
+        batch_size=32,
+        lr=3e-3,
+        n_examples=38400,
+    ),
+    "tiny-base-large": ZooSpec(
+        arch="llama",
+        tokenizer="bpe",
+        role="base",
+        hidden=192,
+        layers=4,
+        heads=4,
+        ffn=512,
+        steps=900,
+        batch_size=32,
+        lr=2e-3,
+        n_examples=28800,
+    ),
+    "tiny-aligned-large": ZooSpec(
+        arch="llama",
+        tokenizer="bpe",
+        role="aligned",
+        hidden=192,
+        layers=4,
+        heads=4,
+        ffn=512,
+        steps=150,
+        batch_size=32,
+        lr=1e-3,
+        n_examples=4800,
+        init_from="tiny-base-large",
+    ),
+    "tiny-aligned-small": ZooSpec(
+        arch="qwen2",
+        tokenizer="char",
+        role="aligned",
+        hidden=96,
+        layers=1,
+        heads=4,
+        ffn=256,
+        steps=400,
+        batch_size=32,
+        lr=3e-3,
+        n_examples=4800,
+    ),
+}
+_TEST_SHRINK = {
+    "hidden": 32,
+    "layers": 1,
+    "heads": 2,
+    "ffn": 64,
+    "steps": 6,
+    "batch_size": 8,
+    "n_examples": 64,
+}
+NAMES = tuple(FULL)
+
+
+def parse_name(name: str) -> tuple[str, str]:
+    """Split ``"tiny-policy@test"`` into ``("tiny-policy", "test")``; variant defaults to full."""
+    base, _, variant = name.partition("@")
+    variant = variant or "full"
+    if base not in FULL:
+        raise NudgekitError(f"zoo: unknown model {base!r}; known: {list(NAMES)}")
+    if variant not in VARIANTS:
+        raise NudgekitError(
+            f"zoo: unknown variant {variant!r} in {name!r}; known: {list(VARIANTS)}"
+        )
+    return base, variant
+
+
+def spec_of(name: str) -> ZooSpec:
+    base, variant = parse_name(name)
+    spec = FULL[base]
+    return replace(spec, **_TEST_SHRINK) if variant == "test" else spec
+
+
+def full_name(base: str, variant: str) -> str:
+    return base if variant == "full" else f"{base}@{variant}"
+
+
+def config_hash(name: str) -> str:
+    """Hash of everything that determines the model, including its parent's hash."""
+    base, variant = parse_name(name)
+    spec = spec_of(name)
+    payload = {"spec": asdict(spec), "tasks": TASKS_VERSION, "zoo": ZOO_VERSION}
+    if spec.init_from:
+        payload["parent"] = config_hash(full_name(spec.init_from, variant))
+    blob = json.dumps(payload, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def cache_root() -> Path:
+    root = os.environ.get("NUDGEKIT_CACHE") or Path.home() / ".cache" / "nudgekit"
+    return Path(root) / "zoo"
+
+
+def model_dir(name: str) -> Path:
+    canonical = full_name(*parse_name(name))  # "x@full" and "x" share one directory
+    return cache_root() / f"{canonical}-{config_hash(name)}"
+
+
+def is_built(name: str) -> bool:
+    return (model_dir(name) / META_FILE).is_file()
+
+
+def read_meta(name_or_dir: str | Path) -> dict:
+    """The build record (spec, hashes, timing, losses) of a built model."""
+    path = Path(name_or_dir) if Path(name_or_dir).is_dir() else model_dir(str(name_or_dir))
+    return json.loads((path / META_FILE).read_text())
+
+
+def resolve(name: str, *, progress: bool = True) -> Path:
+    """The local HF directory of zoo model `name`, building it on first use.
+
+    Args:
+        name: ``<model>[@<variant>]``, e.g. ``"tiny-policy"`` or ``"tiny-policy@test"``.
+        progress: show a tqdm bar while building.
+
+    Returns:
+        A directory loadable by ``AutoModelForCausalLM`` / ``AutoTokenizer``.
+    """
+    parse_name(name)
+    target = model_dir(name)
+    if (target / META_FILE).is_file():
+        return target
+    spec = spec_of(name)
+    if spec.init_from:
+        resolve(full_name(spec.init_from, parse_name(name)[1]), progress=progress)
+    from nudgekit.zoo.build import build_into  # lazy: pulls in torch/transformers training
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        start = time.perf_counter()
+        meta = build_into(name, spec, tmp, progress=progress)
+        meta.update(
+            name=name, config_hash=config_hash(name), build_seconds=time.perf_counter() - start
+        )
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / META_FILE).is_file():  # not a concurrent builder's win: re-raise
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def build_groups(models: list[str] | tuple[str, ...] = NAMES) -> list[list[str]]:
+    """`models` (plus their parents) grouped into chains that can build independently, each
+    parent before its children, biggest chain first."""
+
+    def root(base: str) -> str:
+        return base if not FULL[base].init_from else root(FULL[base].init_from)
+
+    groups: dict[str, list[str]] = {}
+    for base in NAMES:  # NAMES lists parents before children
+        if base in models or any(root(m) == base or FULL[m].init_from == base for m in models):
+            groups.setdefault(root(base), []).append(base)
+    return sorted(groups.values(), key=lambda g: -sum(FULL[b].steps for b in g))
+
+
+def _build_group(group: list[str], variant: str, progress: bool) -> list[tuple[str, str]]:
+    return [
+        (full_name(b, variant), str(resolve(full_name(b, variant), progress=progress)))
+        for b in group
+    ]
+
+
+def build_all(
+    variant: str = "full",
+    *,
+    progress: bool = True,
+    workers: int = 1,
+    models: list[str] | tuple[str, ...] = NAMES,
+) -> dict[str, Path]:
+    """Build (or reuse) zoo models of `variant`; returns name -> directory.
+
+    Args:
+        variant: "full" or "test".
+        progress: tqdm bars while training.
+        workers: independent chains (e.g. the policy vs base -> aligned-large) built in this many
+            processes at once; every build uses one thread, so 2 workers use 2 cores.
+        models: which models (default all; parents are built too).
+    """
+    if variant not in VARIANTS:
+        raise NudgekitError(f"zoo: unknown variant {variant!r}; known: {list(VARIANTS)}")
+    groups = build_groups(models)
+    if workers <= 1 or all(is_built(full_name(b, variant)) for g in groups for b in g):
+        pairs = [p for g in groups for p in _build_group(g, variant, progress)]
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_build_group, g, variant, progress) for g in groups]
+            pairs = [p for f in futures for p in f.result()]
+    return {name: Path(path) for name, path in pairs if parse_name(name)[0] in models}
