@@ -1,6 +1,9 @@
-"""GRPO core: pure advantage and loss math (the trainer arrives with the GRPO-core issue)."""
+"""GRPO core: pure advantage/loss math, rollout containers, the recipe-shaped trainer, backends
+(plain torch, DeepSpeed ZeRO 1/2/3), atomic checkpoints with resume, and a plateau detector."""
 
 from nudgekit.rl.advantages import frac_reward_zero_std, group_advantages, per_group_stats
+from nudgekit.rl.backends import DeepSpeedBackend, TorchBackend
+from nudgekit.rl.checkpoint import CheckpointManager, export_hf
 from nudgekit.rl.losses import (
     ClippedPolicyLoss,
     SeqMeanTokenMean,
@@ -11,17 +14,33 @@ from nudgekit.rl.losses import (
     k3_kl,
     policy_stats,
 )
+from nudgekit.rl.plateau import PlateauDetector
+from nudgekit.rl.rollouts import Rollout, RolloutBatch, collate, token_logprobs
+from nudgekit.rl.sampler import PromptSampler
+from nudgekit.rl.trainer import GRPOTrainer, RolloutHook
 
 __all__ = [
+    "CheckpointManager",
     "ClippedPolicyLoss",
+    "DeepSpeedBackend",
+    "GRPOTrainer",
+    "PlateauDetector",
+    "PromptSampler",
+    "Rollout",
+    "RolloutBatch",
+    "RolloutHook",
     "SeqMeanTokenMean",
     "SeqMeanTokenSumNorm",
     "TokenMean",
+    "TorchBackend",
     "clipped_surrogate",
+    "collate",
     "entropy_from_logits",
+    "export_hf",
     "frac_reward_zero_std",
     "group_advantages",
     "k3_kl",
     "per_group_stats",
     "policy_stats",
+    "token_logprobs",
 ]

@@ -1,0 +1,168 @@
+"""Typed rollout containers: one `Rollout` per sampled completion, `RolloutBatch` per micro-batch.
+
+A `Rollout` keeps the *exact* prompt token ids the engine sampled it with, so the trainer's
+log-probs (current, old, reference) are always computed under that prompt. NuRL relies on this:
+a hinted rollout carries its hinted prompt ids and `hinted=True`, and the hint is context, never
+a training target (only completion tokens enter the loss mask).
+
+`collate` lays a micro-batch out as left-padded prompts followed by right-padded completions
+(the engine's own layout), so every completion starts at column `prompt_width` and the logits
+that predict it are the columns `prompt_width - 1 ... prompt_width + L - 2`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Rollout:
+    """One sampled completion and everything the update needs to know about it.
+
+    Args:
+        problem_id: the `Problem.id` it answers.
+        group_id: the group (one prompt of one step) it is normalised with.
+        prompt_ids: the exact prompt token ids it was sampled with.  # [P]
+        completion_ids: the sampled completion ids.  # [L]
+        sample_logprobs: the engine's per-token log-probs at sampling time.  # [L]
+        text: the decoded completion (what the verifier scores).
+        finish_reason: "eos", "stop" or "length" (truncated).
+        answer: the gold answer.
+        hinted: sampled from a hinted prompt (NuRL).
+        reward: set by the trainer's `score` step.
+        advantage: set by the trainer's `compute_advantages` step.
+        meta: free-form extras (e.g. the hint text) for logging.
+    """
+
+    problem_id: str
+    group_id: int
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    sample_logprobs: list[float]
+    text: str
+    finish_reason: str
+    answer: str
+    hinted: bool = False
+    reward: float = 0.0
+    advantage: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class RolloutBatch:
+    """A collated micro-batch of rollouts (N rows, P prompt columns, L completion columns)."""
+
+    input_ids: torch.Tensor  # [N, P+L] left-padded prompt ++ right-padded completion
+    attention_mask: torch.Tensor  # [N, P+L]
+    prompt_width: int  # P
+    completion_ids: torch.Tensor  # [N, L]
+    completion_mask: torch.Tensor  # [N, L] float; 1 for completion tokens that enter the loss
+    advantages: torch.Tensor  # [N]
+    sample_logprobs: torch.Tensor  # [N, L] engine log-probs (diagnostics only)
+    old_logprobs: torch.Tensor | None = None  # [N, L] trainer log-probs before the update
+    ref_logprobs: torch.Tensor | None = None  # [N, L] reference policy (beta > 0 only)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.completion_mask.sum().item())
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def collate(
+    rollouts: Sequence[Rollout], pad_id: int, mask_truncated: bool = False
+) -> RolloutBatch:
+    """Stack rollouts into a `RolloutBatch`.
+
+    Args:
+        rollouts: the micro-batch.
+        pad_id: id used for padding (masked out everywhere).
+        mask_truncated: drop completions that hit the token budget from the loss (their mask
+            row is all zero; DAPO's overlong filtering).
+    """
+    n = len(rollouts)
+    width = max(len(r.prompt_ids) for r in rollouts)
+    length = max(max(len(r.completion_ids) for r in rollouts), 1)
+    input_ids = torch.full((n, width + length), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, width + length), dtype=torch.long)
+    comp_mask = torch.zeros((n, length), dtype=torch.float32)
+    sample_lp = torch.zeros((n, length), dtype=torch.float32)
+    for i, r in enumerate(rollouts):
+        p, c = len(r.prompt_ids), len(r.completion_ids)
+        input_ids[i, width - p : width] = torch.tensor(r.prompt_ids, dtype=torch.long)
+        input_ids[i, width : width + c] = torch.tensor(r.completion_ids, dtype=torch.long)
+        attention[i, width - p : width + c] = 1
+        if not (mask_truncated and r.finish_reason == "length"):
+            comp_mask[i, :c] = 1.0
+        sample_lp[i, :c] = torch.tensor(r.sample_logprobs[:c], dtype=torch.float32)
+    return RolloutBatch(
+        input_ids=input_ids,
+        attention_mask=attention,
+        prompt_width=width,
+        completion_ids=input_ids[:, width:].clone(),
+        completion_mask=comp_mask,
+        advantages=torch.tensor([r.advantage for r in rollouts], dtype=torch.float32),
+        sample_logprobs=sample_lp,
+    )
+
+
+def split_batches(
+    rollouts: Sequence[Rollout],
+    mini_batches: int,
+    micro_batch_size: int,
+    pad_id: int,
+    mask_truncated: bool = False,
+) -> list[list[RolloutBatch]]:
+    """Split rollouts in order into `mini_batches` parts, each collated as micro-batches."""
+    per_mini = len(rollouts) // mini_batches
+    return [
+        [
+            collate(rollouts[s : min(s + micro_batch_size, start + per_mini)], pad_id,
+                    mask_truncated)
+            for s in range(start, start + per_mini, micro_batch_size)
+        ]
+        for start in range(0, per_mini * mini_batches, per_mini)
+    ]
+
+
+def token_logprobs(
+    model: torch.nn.Module, batch: RolloutBatch, temperature: float = 1.0, entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of the completion tokens under `model`, on the batch's exact ids.
+
+    Logits are divided by the sampling temperature, so at top_p=1 these equal the engine's
+    sampling log-probs up to floating-point rounding (see `nudgekit.engines.sampling`).
+
+    Returns:
+        `(logprobs [N, L], entropy [N, L] or None)`.
+    """
+    width, length = batch.prompt_width, batch.completion_ids.shape[1]
+    position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+    )
+    logits = out.logits[:, width - 1 : width + length - 1, :].float()  # [N, L, V]
+    if temperature not in (0.0, 1.0):
+        logits = logits / temperature
+    logp = torch.log_softmax(logits, dim=-1)
+    lp = logp.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
+    ent = None
+    if entropy:
+        with torch.no_grad():
+            ent = -(logp.exp() * logp).sum(-1)
+    return lp, ent
+
+
+def to_device(batch: RolloutBatch, device: torch.device) -> RolloutBatch:
+    """Move every tensor field of `batch` to `device`."""
+    moved = {
+        k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(batch).items()
+    }
+    return RolloutBatch(**moved)

@@ -1,0 +1,450 @@
+"""`GRPOTrainer`: a recipe-shaped GRPO trainer (setup / train / save_checkpoint / cleanup).
+
+One GRPO step, as named methods:
+
+1. `generate_rollouts`: B prompts from a seeded, resumable sampler, rendered by the chat prompt;
+   G samples each from the engine, which runs on the *live* policy module (the hf engine prefills
+   each prompt once and shares its KV cache across the G samples).
+2. `score`: the verifier turns each completion into a reward.
+3. `refine_rollouts`: the extension point between scoring and advantages; it runs
+   `rollout_hooks` (NuRL's hint injection regenerates rollouts here). Identity for plain GRPO.
+4. `compute_advantages`: group-normalised advantages (`group_advantages`) over explicit group ids.
+5. `update`: μ epochs over `mini_batches` optimizer steps, each accumulated over micro-batches;
+   log-probs are recomputed by the trainer on the exact prompt + completion ids the engine used.
+
+Departures from the GRPO paper / TRL worth knowing:
+
+- The loss aggregation defaults to the token mean over the whole optimizer step (DAPO), chosen by
+  `_target_` (`TokenMean`, `SeqMeanTokenMean`, `SeqMeanTokenSumNorm`).
+- "Old" log-probs come from a trainer forward pass before the update (not from the engine), so
+  the ratio is exactly 1 on the first mini-batch; when μ = 1 and there is one mini-batch that
+  pass is skipped and the current log-probs (detached) are used, as TRL does.
+- The KL term (β > 0) uses a frozen copy of the starting policy as the reference; with β = 0
+  no reference model is loaded.
+- Distributed runs split the step's prompts across ranks with a stride, so each optimizer step
+  sees the same rollouts whatever the number of processes (see `backends`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import resource
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nudgekit.data.problem import Problem
+from nudgekit.engines.base import GenerationRequest
+from nudgekit.engines.sampling import derive_seed
+from nudgekit.errors import NudgekitError
+from nudgekit.rl.advantages import frac_reward_zero_std, group_advantages
+from nudgekit.rl.backends import TorchBackend
+from nudgekit.rl.checkpoint import CheckpointManager, export_hf
+from nudgekit.rl.losses import ClippedPolicyLoss
+from nudgekit.rl.plateau import PlateauDetector
+from nudgekit.rl.rollouts import Rollout, RolloutBatch, split_batches, token_logprobs
+from nudgekit.rl.sampler import PromptSampler
+from nudgekit.rl.stats import StatSums, rollout_metrics
+from nudgekit.rl.validation import table_rows, validate
+
+log = logging.getLogger(__name__)
+
+RolloutHook = Callable[["GRPOTrainer", list[Rollout]], list[Rollout]]
+
+
+class GRPOTrainer:
+    """GRPO on a problem set with a verifier; `run(tracker, run_dir)` is the pipeline entry.
+
+    Args:
+        model: the policy `ModelSpec` (also the reference policy when `loss.beta > 0`).
+        train_problems: training problems.
+        val_problems: validation problems (None: no validation).
+        verifier: `(completion, answer) -> float`.
+        prompt: renders a problem (and an optional hint) into prompt text.
+        engine: engine factory, called as `engine(model=<live module>, tokenizer=...)`.
+        optimizer: optimizer factory, called with the parameters.
+        loss: the policy loss module (`ClippedPolicyLoss`).
+        lr_scheduler: scheduler factory called with the optimizer (None: constant lr).
+        backend: `TorchBackend` (default) or `DeepSpeedBackend`.
+        plateau: plateau detector on one metric (None: none).
+        stop_on_plateau: end training when the detector fires.
+        max_steps: GRPO steps (rollout + update rounds).
+        prompts_per_step: B, prompts per step (all ranks together).
+        group_size: G, samples per prompt.
+        max_new_tokens, temperature, top_p, stop: sampling for rollouts.
+        ppo_epochs: μ, passes over each step's rollouts.
+        mini_batches: optimizer steps per epoch (the rollouts split in this many parts).
+        micro_batch_size: rows per forward/backward (gradient accumulation below a mini-batch).
+        advantage_scale: "group" (GRPO), "batch" or "none" (Dr. GRPO).
+        mask_truncated: drop completions that hit `max_new_tokens` from the loss.
+        val_every: validate every this many steps (and at the start and the end; 0: never).
+        val_n: samples per validation problem.
+        val_temperature: validation sampling temperature.
+        table_rows: sample completions logged per validation.
+        save_every: checkpoint every this many steps (0: only at the end).
+        keep_checkpoints: how many checkpoints to keep.
+        checkpoint_dir: where checkpoints go (default `<run_dir>/checkpoints`).
+        resume: "auto" (newest checkpoint if any), a checkpoint path, or None.
+        export: write the final policy as a plain HF checkpoint to `<run_dir>/policy`.
+        seed: seeds data order and sampling.
+        num_threads: torch CPU threads (None: leave as is).
+        rollout_hooks: callables `(trainer, rollouts) -> rollouts` run by `refine_rollouts`.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        train_problems: Sequence[Problem],
+        verifier: Callable[[str, str], float],
+        prompt: Callable[..., str],
+        engine: Callable[..., Any],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        loss: ClippedPolicyLoss | None = None,
+        val_problems: Sequence[Problem] | None = None,
+        lr_scheduler: Callable[..., Any] | None = None,
+        backend: Any = None,
+        plateau: PlateauDetector | None = None,
+        stop_on_plateau: bool = True,
+        max_steps: int = 100,
+        prompts_per_step: int = 16,
+        group_size: int = 8,
+        max_new_tokens: int = 64,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        ppo_epochs: int = 1,
+        mini_batches: int = 1,
+        micro_batch_size: int = 32,
+        advantage_scale: str = "group",
+        mask_truncated: bool = False,
+        val_every: int = 10,
+        val_n: int = 4,
+        val_temperature: float = 1.0,
+        table_rows: int = 8,
+        save_every: int = 0,
+        keep_checkpoints: int = 2,
+        checkpoint_dir: str | None = None,
+        resume: str | None = "auto",
+        export: bool = True,
+        seed: int = 0,
+        num_threads: int | None = None,
+        rollout_hooks: Sequence[RolloutHook] = (),
+    ) -> None:
+        if not train_problems:
+            raise NudgekitError("grpo: train_problems is empty")
+        for name, value in (("max_steps", max_steps), ("prompts_per_step", prompts_per_step),
+                            ("group_size", group_size), ("ppo_epochs", ppo_epochs),
+                            ("mini_batches", mini_batches), ("micro_batch_size", micro_batch_size)):
+            if int(value) < 1:
+                raise NudgekitError(f"grpo: {name} must be >= 1, got {value}")
+        if advantage_scale not in ("group", "batch", "none"):
+            raise NudgekitError(f"grpo: advantage_scale {advantage_scale!r} is not group|batch|none")
+        self.model_spec, self.verifier, self.prompt = model, verifier, prompt
+        self.train_problems, self.val_problems = list(train_problems), list(val_problems or [])
+        self.engine_factory, self.optimizer_factory = engine, optimizer
+        self.scheduler_factory = lr_scheduler
+        self.loss = loss if loss is not None else ClippedPolicyLoss()
+        self.backend = backend if backend is not None else TorchBackend()
+        self.plateau, self.stop_on_plateau, self.stop = plateau, stop_on_plateau, list(stop)
+        self.max_steps, self.prompts_per_step, self.group_size = max_steps, prompts_per_step, group_size
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.ppo_epochs, self.mini_batches = ppo_epochs, mini_batches
+        self.micro_batch_size, self.advantage_scale = micro_batch_size, advantage_scale
+        self.mask_truncated, self.table_rows = mask_truncated, table_rows
+        self.val_every, self.val_n, self.val_temperature = val_every, val_n, val_temperature
+        self.save_every, self.keep_checkpoints = save_every, keep_checkpoints
+        self.checkpoint_dir, self.resume, self.export = checkpoint_dir, resume, export
+        self.seed, self.num_threads = seed, num_threads
+        self.rollout_hooks = list(rollout_hooks)
+        self.step = 0
+        self._saved_step: int | None = None
+        self.extra_state: dict[str, Any] = {}  # JSON-able; saved in every checkpoint (NuRL)
+        self.history: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ recipe interface
+
+    def setup(self, run_dir: str | Path) -> None:
+        """Load the policy (and reference), build backend, engine, sampler; maybe resume."""
+        if self.num_threads:
+            torch.set_num_threads(int(self.num_threads))
+        self.tokenizer = self.model_spec.load_tokenizer()
+        module = self.model_spec.load_model()
+        self.pad_id = _pad_id(self.tokenizer)
+        self.ref_model = None
+        if self.loss.beta != 0.0:
+            self.ref_model = self.model_spec.load_model().eval().requires_grad_(False)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rows = self._local_prompts(world) * self.group_size
+        if rows % self.mini_batches:
+            raise NudgekitError(
+                f"grpo: {rows} rollouts per process do not split into mini_batches="
+                f"{self.mini_batches} (prompts_per_step * group_size / world_size must divide)"
+            )
+        self.grad_accum = math.ceil(rows // self.mini_batches / self.micro_batch_size)
+        self.backend.setup(module, self.optimizer_factory, self.scheduler_factory,
+                           self.grad_accum, self.micro_batch_size)
+        self.run_dir = Path(self.backend.broadcast_object(str(run_dir)))
+        self.engine = self.engine_factory(model=self.backend.module, tokenizer=self.tokenizer)
+        self.sampler = PromptSampler(self.train_problems, self.prompts_per_step, seed=self.seed)
+        ckpt_dir = Path(self.checkpoint_dir) if self.checkpoint_dir else self.run_dir / "checkpoints"
+        self.checkpoints = CheckpointManager(ckpt_dir, keep=self.keep_checkpoints)
+        path = self.checkpoints.resolve(self.resume)
+        if path is not None:
+            self.load_checkpoint(path)
+
+    def run(self, tracker: Any = None, run_dir: str | Path | None = None) -> dict[str, float]:
+        """Pipeline entry: setup, train, export, cleanup; returns the final metrics."""
+        self.setup(run_dir if run_dir is not None else Path.cwd())
+        try:
+            return self.train(tracker)
+        finally:
+            self.cleanup()
+
+    def train(self, tracker: Any = None) -> dict[str, float]:
+        """Run GRPO steps until `max_steps` (or a plateau); validate, log and checkpoint."""
+        if self.step == 0 and self._validating:
+            initial = self._validate(tracker)
+            self.history["val/pass@1_initial"] = initial["val/pass@1"]
+            self._update_plateau(initial)
+        start = time.perf_counter()
+        while self.step < self.max_steps and not self._stopped:
+            metrics = self.train_step()
+            if self._validating and self.step % self.val_every == 0:
+                metrics.update(self._validate(tracker, log=False))
+            self._update_plateau(metrics)
+            if tracker is not None:
+                tracker.log(metrics, step=self.step)
+            if self.save_every and self.step % self.save_every == 0:
+                self.save_checkpoint()
+        if self._validating and self.history.get("val/step") != self.step:
+            self._validate(tracker)
+        self.history["perf/train_s"] = self.history.get("perf/train_s", 0.0) + (
+            time.perf_counter() - start
+        )
+        if self._saved_step != self.step:
+            self.save_checkpoint()
+        if self.export:
+            export_hf(self.backend, self.tokenizer, self.run_dir / "policy")
+        return self.final_metrics()
+
+    def save_checkpoint(self) -> Path:
+        """Write an atomic checkpoint of everything needed to resume bit-for-bit."""
+        state = {
+            "sampler": self.sampler.state_dict(),
+            "plateau": self.plateau.state_dict() if self.plateau is not None else None,
+            "history": self.history,
+            "extra_state": self.extra_state,
+        }
+        path = self.checkpoints.save(self.step, self.backend, state)
+        self._saved_step = self.step
+        log.info("grpo: checkpoint %s", path)
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = self.checkpoints.load(path, self.backend)
+        self.step = self._saved_step = int(state["step"])
+        self.sampler.load_state_dict(state["sampler"])
+        if self.plateau is not None and state.get("plateau"):
+            self.plateau.load_state_dict(state["plateau"])
+        self.history = dict(state.get("history") or {})
+        self.extra_state = dict(state.get("extra_state") or {})
+        log.info("grpo: resumed from %s at step %d", path, self.step)
+
+    def cleanup(self) -> None:
+        self.backend.close()
+        self.engine = None
+        self.ref_model = None
+
+    # ------------------------------------------------------------------ one GRPO step
+
+    def train_step(self) -> dict[str, float]:
+        """generate -> score -> refine -> advantages -> update; returns the step's metrics."""
+        t0 = time.perf_counter()
+        batch = self.sampler.next_batch()
+        world, rank = self.backend.world_size, self.backend.rank
+        local = [(i, p) for i, p in enumerate(batch) if i % world == rank]
+        rollouts = self.generate_rollouts(local)
+        t_gen = time.perf_counter()
+        self.score(rollouts)
+        rollouts = self.refine_rollouts(rollouts)
+        metrics = self.compute_advantages(rollouts)
+        t_score = time.perf_counter()
+        metrics.update(self.update(rollouts))
+        t_end = time.perf_counter()
+        self.step += 1
+        tokens = self.backend.all_reduce_sum([sum(len(r.completion_ids) for r in rollouts)])[0]
+        metrics.update({
+            "train/lr": self.backend.lr(),
+            "perf/step_s": t_end - t0,
+            "perf/generate_s": t_gen - t0,
+            "perf/update_s": t_end - t_score,
+            "perf/tokens_per_s": tokens / max(t_end - t0, 1e-9),
+            "perf/gen_tokens_per_s": tokens / max(t_gen - t0, 1e-9),
+            "perf/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        })
+        return metrics
+
+    def generate_rollouts(
+        self, problems: Sequence[tuple[int, Problem]], hint: Callable[[Problem], str] | None = None,
+        n: int | None = None, salt: int = 0,
+    ) -> list[Rollout]:
+        """Sample `n` (default G) completions per `(group id, problem)` in one engine call.
+
+        Args:
+            problems: `(group id, problem)` pairs (group id = index in this step's batch).
+            hint: optional `problem -> hint text`; hinted prompts give `hinted=True` rollouts.
+            n: samples per prompt.
+            salt: varies the sampling seeds (a regeneration must not repeat the first draw).
+        """
+        n = self.group_size if n is None else n
+        texts = [self.prompt(p, hint(p)) if hint else self.prompt(p) for _, p in problems]
+        step_seed = derive_seed(derive_seed(self.seed, self.step), salt)
+        requests = [
+            GenerationRequest(
+                prompt=text, n=n, max_new_tokens=self.max_new_tokens,
+                temperature=self.temperature, top_p=self.top_p, stop=self.stop,
+                seed=derive_seed(step_seed, gid), logprobs=True,
+            )
+            for (gid, _), text in zip(problems, texts)
+        ]
+        with self.backend.generation():
+            results = self.engine.generate(requests)
+        return [
+            Rollout(
+                problem_id=p.id, group_id=gid, prompt_ids=list(res.prompt_ids),
+                completion_ids=list(s.token_ids), sample_logprobs=list(s.logprobs or []),
+                text=s.text, finish_reason=s.finish_reason, answer=p.answer,
+                hinted=hint is not None, meta={"hint": hint(p)} if hint else {},
+            )
+            for (gid, p), res in zip(problems, results)
+            for s in res.samples
+        ]
+
+    def score(self, rollouts: list[Rollout]) -> None:
+        """Set every rollout's reward from the verifier (which never raises)."""
+        for r in rollouts:
+            r.reward = float(self.verifier(r.text, r.answer))
+
+    def refine_rollouts(self, rollouts: list[Rollout]) -> list[Rollout]:
+        """Between `score` and `compute_advantages`: run the rollout hooks (NuRL's gate).
+
+        Hooks may replace rollouts (e.g. regenerate a group from a hinted prompt) but must keep
+        how many each process holds: DeepSpeed steps need the same micro-batch count on every
+        rank, and `mini_batches` must divide it.
+        """
+        for hook in self.rollout_hooks:
+            rollouts = hook(self, rollouts)
+        return rollouts
+
+    def compute_advantages(self, rollouts: list[Rollout]) -> dict[str, float]:
+        """Group-normalised advantages over the whole step (all ranks); returns reward stats."""
+        mine = [(r.reward, r.group_id) for r in rollouts]
+        gathered = self.backend.all_gather_object(mine)
+        offset = sum(len(g) for g in gathered[: self.backend.rank])
+        rewards = torch.tensor([x for g in gathered for x, _ in g], dtype=torch.float64)
+        groups = torch.tensor([y for g in gathered for _, y in g], dtype=torch.long)
+        adv = group_advantages(rewards, groups, scale=self.advantage_scale)
+        for i, r in enumerate(rollouts):
+            r.advantage = float(adv[offset + i])
+        return rollout_metrics(rollouts, rewards, groups, frac_reward_zero_std(rewards, groups),
+                               self.backend)
+
+    def update(self, rollouts: list[Rollout]) -> dict[str, float]:
+        """μ epochs x `mini_batches` optimizer steps over the rollouts; returns loss stats."""
+        if len(rollouts) % self.mini_batches:
+            raise NudgekitError(f"grpo: {len(rollouts)} rollouts do not split into "
+                                f"mini_batches={self.mini_batches}")
+        minis = split_batches(rollouts, self.mini_batches, self.micro_batch_size, self.pad_id,
+                              self.mask_truncated)
+        reuse_current = self.ppo_epochs == 1 and self.mini_batches == 1
+        self._precompute_logprobs([b for m in minis for b in m], old=not reuse_current)
+        sums = StatSums()
+        for epoch in range(self.ppo_epochs):
+            for micro_batches in minis:
+                self._optimizer_step(micro_batches, sums, reuse_current, first=epoch == 0)
+        return sums.reduce(self.backend)
+
+    # ------------------------------------------------------------------ update internals
+
+    @torch.no_grad()
+    def _precompute_logprobs(self, batches: list[RolloutBatch], old: bool) -> None:
+        for b in batches:
+            if old:
+                b.old_logprobs, _ = token_logprobs(self.backend.model, b, self.temperature)
+            if self.ref_model is not None:
+                b.ref_logprobs, _ = token_logprobs(self.ref_model, b, self.temperature)
+
+    def _optimizer_step(
+        self, batches: list[RolloutBatch], sums: StatSums, reuse: bool, first: bool
+    ) -> None:
+        counts = self.backend.all_reduce_sum([sum(b.num_tokens for b in batches),
+                                              sum(len(b) for b in batches)])
+        global_tokens, global_seqs = int(counts[0]), int(counts[1])
+        for b in batches:
+            logprobs, entropy = token_logprobs(self.backend.model, b, self.temperature, True)
+            old = logprobs.detach() if reuse else b.old_logprobs
+            loss, stats = self.loss(logprobs, old, b.advantages, b.completion_mask,
+                                    b.ref_logprobs, global_tokens, global_seqs)
+            self.backend.backward(loss)
+            grad_norm = self.backend.step()
+            sums.add_micro(b, loss, stats, entropy, old, grad_norm, first)
+
+    # ------------------------------------------------------------------ validation & plateau
+
+    @property
+    def _validating(self) -> bool:
+        return bool(self.val_problems) and self.val_every > 0
+
+    @property
+    def _stopped(self) -> bool:
+        return bool(self.stop_on_plateau and self.plateau is not None and self.plateau.plateaued)
+
+    def _validate(self, tracker: Any, log: bool = True) -> dict[str, float]:
+        """pass@1 on the validation problems (sharded over ranks); logs a sample table."""
+        metrics, records = validate(
+            self.engine, self.backend, self.val_problems, self.prompt, self.verifier,
+            n=self.val_n, max_new_tokens=self.max_new_tokens, temperature=self.val_temperature,
+            top_p=self.top_p, stop=self.stop, seed=self.seed,
+        )
+        self.history.update(metrics)
+        self.history["val/step"] = self.step
+        if tracker is not None:
+            if log:
+                tracker.log(metrics, step=self.step)
+            tracker.log_table("val/samples", table_rows(records, self.table_rows), step=self.step)
+        return metrics
+
+    def _update_plateau(self, metrics: dict[str, float]) -> None:
+        if self.plateau is None or self.plateau.metric not in metrics:
+            return
+        if self.plateau.update(metrics[self.plateau.metric], self.step) and (
+            "train/plateau_step" not in self.history
+        ):
+            self.history["train/plateau_step"] = self.step
+            log.info("grpo: %s plateaued at step %d", self.plateau.metric, self.step)
+
+    def final_metrics(self) -> dict[str, float]:
+        out = {k: float(v) for k, v in self.history.items() if v is not None}
+        out["train/steps"] = float(self.step)
+        out["perf/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return out
+
+    def _local_prompts(self, world: int) -> int:
+        if self.prompts_per_step % world:
+            raise NudgekitError(
+                f"grpo: prompts_per_step={self.prompts_per_step} must be divisible by the "
+                f"number of processes ({world})"
+            )
+        return self.prompts_per_step // world
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise NudgekitError("grpo: the tokenizer has neither a pad nor an eos token")
+    return int(pad)
