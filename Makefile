@@ -36,8 +36,12 @@ format: install ## ruff format + autofix
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+bench: install ## speed benchmarks side by side (experiments/bench; results in experiments/bench/results)
+	$(PY) experiments/bench/nudging_speed.py --tag cross
+	$(PY) experiments/bench/nudging_speed.py --nudging tiny-aligned-large --tag same
+
 clean: ## remove run outputs and caches (not the venv, not the zoo cache)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install test test-full lint format clean
+.PHONY: help install test test-full lint format bench clean

@@ -1,0 +1,313 @@
+"""The cached nudging decoder: both models resident, per-row KV caches, many questions at once.
+
+It makes the same decisions as the chunked reference (`reference.py`, through the same `rules`)
+on the same token ids, so in greedy mode it writes the same text; what changes is the cost:
+
+- **Caches instead of re-sent prompts.** Each model keeps a `RowCache`; a request names the
+  ids a row should hold (`encode(prompt + shared text)`), and only the tokens after the longest
+  common prefix are fed. A rejected draft or base token is rolled back, never re-prefilled.
+- **Cross-tokenizer by text.** The models share only the output text. Whoever wrote last, the
+  other model re-tokenises the text and its cache keeps every token up to the first one that
+  changed, which is at or just before the last word boundary: a word split differently by the two
+  tokenizers, a leading space that merges into the next token, or an end-of-sequence that only
+  one model has, all reduce to "re-feed from where the ids first differ".
+- **One base pass per draft.** All word boundaries of a draft are probed by feeding the draft
+  once and reading the base logits at every boundary. This is exact when each boundary's own
+  tokenisation is a prefix of the whole draft's (true for byte-level BPE and character
+  tokenizers, whose pre-tokenizers split before a space); a boundary where it is not is probed
+  on its own, as the reference would.
+- **Lazy chunks.** The reference generates whole K-token chunks and then cuts them at the first
+  token below gamma; here a chunk stops at that token unless the chunk's text could still turn
+  out to repeat what the base just wrote (the reference's "chunk already written" rule), in
+  which case it runs on until the rule is decided.
+- **Continuous batching.** Each question is a generator over its own state; every tick runs at
+  most one forward pass per model over all rows that need it, and a finished row takes the next
+  question.
+
+Differences to the reference that remain are floating-point: a batched or incremental forward
+rounds differently from a fresh prefill, which can flip a greedy argmax tie or a top-1
+probability within ~1e-6 of gamma.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nudgekit.engines.sampling import derive_seed, sample_step
+from nudgekit.errors import NudgekitError
+from nudgekit.nudging.attribution import BASE, NUDGE, NudgeOutput, Transcript, finish
+from nudgekit.nudging.kv import RowCache, SyncRequest
+from nudgekit.nudging.reference import check_settings
+from nudgekit.nudging.rules import Chunk, Draft, RepeatState, base_takes_over, is_repetition
+from nudgekit.nudging.text import encode, eos_ids, pieces
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The token chosen at one position (greedy or sampled) and the top-1 probability there."""
+
+    token: int
+    prob: float
+
+
+class Side:
+    """One model's half of the decoder: model, tokenizer, cache, prompts and sampling."""
+
+    def __init__(self, lm: Any, batch: int, temperature: float, top_p: float, seed: int):
+        self.model, self.tok = lm.model, lm.tokenizer
+        self.eos = eos_ids(self.model, self.tok)
+        pad = self.tok.pad_token_id
+        self.cache = RowCache(self.model, batch, int(pad if pad is not None else min(self.eos)))
+        self.prompts: list[str] = [""] * batch
+        self.temperature, self.top_p, self.seed = temperature, top_p, seed
+        self.gens: list[torch.Generator | None] = [None] * batch
+
+    def start(self, row: int, prompt: str, key: int) -> None:
+        self.prompts[row] = prompt
+        if self.temperature > 0:
+            self.gens[row] = torch.Generator().manual_seed(derive_seed(self.seed, key))
+
+    def encode(self, row: int, text: str) -> list[int]:
+        return encode(self.tok, self.prompts[row] + text)
+
+    def serve(self, requests: list[SyncRequest]) -> list[dict[int, Pick]]:
+        """One forward for `requests`, then a (batched) pick at every asked position."""
+        logits = self.cache.sync(requests)
+        keys = [(i, L) for i, got in enumerate(logits) for L in sorted(got)]
+        stacked = torch.stack([logits[i][L] for i, L in keys]).float()
+        n = len(keys)
+        temp = torch.full((n,), self.temperature)
+        top_p = torch.full((n,), self.top_p)
+        uniforms = torch.zeros(n)
+        if self.temperature > 0:
+            for k, (i, _) in enumerate(keys):
+                uniforms[k] = torch.rand((), generator=self.gens[requests[i].row])
+        ids, _, _, top_lp = sample_step(stacked.cpu(), temp, top_p, uniforms)
+        out: list[dict[int, Pick]] = [{} for _ in requests]
+        for (i, L), tok, lp in zip(keys, ids.tolist(), top_lp.exp().tolist()):
+            out[i][L] = Pick(tok, lp)
+        return out
+
+
+# A question's program yields (side, request) and is sent back the picks for that request.
+Program = Generator[tuple[Side, SyncRequest], dict[int, Pick], NudgeOutput]
+
+
+class CachedNudgingDecoder:
+    """Nudging with resident models, KV caches and continuous batching (see module docstring).
+
+    Args:
+        base: the large base model: anything with `.model` and `.tokenizer` (e.g. `HFEngine`).
+        nudging: the small aligned (nudging) model, likewise.
+        gamma: the base model takes over where its top-1 probability is >= gamma.
+        chunk_tokens: tokens per nudging draft and per base chunk (K).
+        max_new_tokens: output budget in base-tokenizer tokens.
+        max_rounds: most nudging rounds per question.
+        base_temperature: sampling temperature of the base model (0 = greedy).
+        nudging_temperature: sampling temperature of the nudging model (0 = greedy).
+        top_p: nucleus mass for both models when sampling.
+        seed: seeds the per-question random streams (question i gets its own).
+        batch_size: questions decoded at once.
+    """
+
+    def __init__(
+        self,
+        base: Any,
+        nudging: Any,
+        gamma: float = 0.3,
+        chunk_tokens: int = 16,
+        max_new_tokens: int = 512,
+        max_rounds: int = 150,
+        base_temperature: float = 0.0,
+        nudging_temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        batch_size: int = 16,
+    ) -> None:
+        check_settings(gamma, chunk_tokens, max_new_tokens, max_rounds)
+        if batch_size < 1:
+            raise NudgekitError(f"nudging: batch_size={batch_size} must be >= 1")
+        for name, lm in (("base", base), ("nudging", nudging)):
+            if not hasattr(lm, "model") or not hasattr(lm, "tokenizer"):
+                raise NudgekitError(f"nudging: the {name} model needs .model and .tokenizer")
+        self.base_lm, self.nudging_lm = base, nudging
+        self.gamma, self.k = gamma, chunk_tokens
+        self.max_new_tokens, self.max_rounds = max_new_tokens, max_rounds
+        self.base_t, self.nudging_t, self.top_p = base_temperature, nudging_temperature, top_p
+        self.seed, self.batch_size = seed, batch_size
+        self.base_tok, self.nudging_tok = base.tokenizer, nudging.tokenizer
+        self.forwards = {"base": 0, "nudging": 0}  # forward passes of the last decode call
+        self.solo_probes = 0  # boundaries probed on their own (tokenised differently alone)
+
+    def count(self, text: str) -> int:
+        """Output tokens of `text` (base tokenizer)."""
+        return len(encode(self.base_tok, text))
+
+    @torch.inference_mode()
+    def decode(
+        self, base_prompts: Sequence[str], nudging_prompts: Sequence[str]
+    ) -> list[NudgeOutput]:
+        """One collaborative answer per question (prompts rendered for each model)."""
+        if len(base_prompts) != len(nudging_prompts):
+            raise NudgekitError("nudging: base and nudging prompt lists differ in length")
+        n = len(base_prompts)
+        if n == 0:
+            return []
+        batch = min(self.batch_size, n)
+        base = Side(self.base_lm, batch, self.base_t, self.top_p, self.seed)
+        nudge = Side(self.nudging_lm, batch, self.nudging_t, self.top_p, self.seed + 1)
+        results: list[NudgeOutput | None] = [None] * n
+        running: dict[int, tuple[int, Program, tuple[Side, SyncRequest]]] = {}
+        queue = iter(range(n))
+
+        def launch(row: int) -> None:
+            for q in queue:
+                base.start(row, base_prompts[q], q)
+                nudge.start(row, nudging_prompts[q], q)
+                program = self._program(row, base, nudge)
+                try:
+                    running[row] = (q, program, next(program))
+                    return
+                except StopIteration as done:  # cannot happen before any model call, but safe
+                    results[q] = done.value
+
+        for row in range(batch):
+            launch(row)
+        while running:
+            for side in (nudge, base):
+                rows = [r for r, (_, _, (s, _)) in running.items() if s is side]
+                if not rows:
+                    continue
+                picks = side.serve([running[r][2][1] for r in rows])
+                for row, pick in zip(rows, picks):
+                    q, program, _ = running[row]
+                    try:
+                        running[row] = (q, program, program.send(pick))
+                    except StopIteration as done:
+                        results[q] = done.value
+                        del running[row]
+                        launch(row)
+        self.forwards = {"base": base.cache.forwards, "nudging": nudge.cache.forwards}
+        return results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ one question
+
+    def _program(self, row: int, base: Side, nudge: Side) -> Program:
+        """The reference loop for one question, yielding model requests (see reference.py)."""
+        out, repeats, rounds, stop = Transcript(), RepeatState(), 0, None
+        while self.count(out.text) < self.max_new_tokens and rounds < self.max_rounds:
+            rounds += 1
+            draft = yield from self._generate(nudge, row, nudge.encode(row, out.text), self.k)
+            if draft.eos:
+                out.add(draft.text, NUDGE)
+                stop = "nudging_eos"
+                break
+            words = Draft.parse(draft.text)
+            takeover, probe_ids, pick = yield from self._probe(base, row, out.text, words)
+            kept = words.accepted(takeover)
+            repeats, repeated = repeats.update(kept)
+            if repeated:
+                stop = "repeated_nudging_words"
+                break
+            out.add(kept, NUDGE)
+            if takeover is None or pick.token in base.eos:
+                continue
+            written = yield from self._base_completion(base, row, out.text, probe_ids, pick.token)
+            out.add(written, BASE)
+        spent = self.count(out.text) >= self.max_new_tokens
+        return finish(out, stop, rounds, spent, self.base_tok, self.nudging_tok)
+
+    def _generate(
+        self,
+        side: Side,
+        row: int,
+        ids: list[int],
+        max_new: int,
+        until: Callable[[list[float], Callable[[], str]], bool] | None = None,
+        lead: Sequence[int] = (),
+    ) -> Generator[tuple[Side, SyncRequest], dict[int, Pick], Chunk]:
+        """Up to `max_new` tokens after `ids + lead` (lead: already chosen tokens of the chunk,
+        whose pieces are not returned). Stops at EOS, at `max_new`, or when `until` says so."""
+        context = [*ids, *lead]
+        new: list[int] = []
+        probs: list[float] = []
+        while True:
+            picks = yield side, SyncRequest(row, context + new)
+            pick = picks[len(context) + len(new)]
+            probs.append(pick.prob)
+            if pick.token in side.eos:
+                return self._chunk(side, ids, lead, new, probs, eos=True)
+            new.append(pick.token)
+            if len(new) == max_new or (
+                until is not None
+                and until(probs, lambda: self._chunk(side, ids, lead, new, probs, False).text)
+            ):
+                return self._chunk(side, ids, lead, new, probs, eos=False)
+
+    @staticmethod
+    def _chunk(side, ids, lead, new, probs, eos: bool) -> Chunk:
+        texts = pieces(side.tok, ids, [*lead, *new])[len(lead) :]
+        return Chunk(tuple(texts), tuple(probs), eos)
+
+    def _probe(self, base: Side, row: int, output: str, words: Draft):
+        """Probe every draft boundary in one base pass; the first takeover, if any.
+
+        Returns:
+            `(word index, the boundary's ids, the base pick there)`, or Nones without takeover.
+        """
+        points = words.probe_points()
+        if not points:
+            return None, None, None
+        targets = [base.encode(row, output + words.text_before(j)) for j in points]
+        full = targets[-1]
+        shared = [full[: len(t)] == t for t in targets]
+        wanted = [len(t) for t, ok in zip(targets, shared) if ok]
+        at_full = yield base, SyncRequest(row, full, wanted)
+        for j, ids, ok in zip(points, targets, shared):
+            # a boundary that tokenises differently on its own is probed alone
+            if not ok:
+                self.solo_probes += 1
+            picks = at_full if ok else (yield base, SyncRequest(row, ids))
+            pick = picks[len(ids)]
+            text = "" if pick.token in base.eos else pieces(base.tok, ids, [pick.token])[0]
+            if base_takes_over(words.next_word(j), text, pick.prob, self.gamma):
+                return j, ids, pick
+        return None, None, None
+
+    def _base_completion(self, base: Side, row: int, output: str, probe_ids, first: int):
+        """The base model's text after a takeover (the reference's `complete_with_base`)."""
+        budget = self.max_new_tokens - self.count(output)
+        written = pieces(base.tok, probe_ids, [first])[0]
+        is_first, uncertain = True, False
+        while self.count(written) < budget and not uncertain:
+            until = self._until(written)
+            if is_first:
+                chunk = yield from self._generate(
+                    base, row, probe_ids, self.k - 1, until, lead=[first]
+                )
+            else:
+                ids = base.encode(row, output + written)
+                chunk = yield from self._generate(base, row, ids, self.k, until)
+            if chunk.text in written:
+                break
+            new, uncertain = chunk.kept(self.gamma)
+            if is_repetition(new, output + written):
+                break
+            written += new
+            if chunk.eos and not is_first:
+                break
+            is_first = False
+        return written
+
+    def _until(self, written: str) -> Callable[[list[float], Callable[[], str]], bool]:
+        """Stop a base chunk once it holds a token below gamma and can no longer turn out to be
+        text the base already wrote (both reference rules are then decided)."""
+
+        def stop(probs: list[float], text: Callable[[], str]) -> bool:
+            return min(probs) < self.gamma and text() not in written
+
+        return stop

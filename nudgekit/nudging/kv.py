@@ -1,0 +1,200 @@
+"""`RowCache`: one model's batched KV cache in which every row keeps its own token sequence.
+
+Nudging moves each question's text forward by different amounts in each model (a draft is
+thrown away in one row, a base completion runs on in another), so rows cannot share a length.
+Each row's cache is a set of *slots* (columns of one `DynamicCache`) marked valid in a 2-D
+attention mask; a forward appends one block of columns to every row:
+
+    columns  | prompt r0 ......... | hole | draft r0 | <- block t: r0 feeds 3 tokens
+             | prompt r1 ...... | draft r1 ... | pad | <- r1 feeds nothing: its block is a hole
+
+- **Sync, not append.** A caller asks for a row to hold `target` ids; the row keeps the longest
+  common prefix of what it holds and `target` (cache rollback: the rest of its slots become
+  holes), then feeds the difference. Re-tokenising shared text therefore costs only the tokens
+  that changed.
+- **Right-aligned blocks.** Within a block each row's new tokens are its last columns, so the
+  last column always carries every feeding row's next-token logits.
+- **Positions are logical**: a token's position id is its index in the row's sequence, so holes
+  are invisible to the model (rotary embeddings see a contiguous sequence).
+- **Compaction**: when holes make the cache twice as wide as the longest row, valid slots are
+  gathered to the right and the holes dropped.
+
+Assumes full-attention layers (Llama, Qwen2, OLMo-2, Mistral...). Sliding-window layers (Gemma-2)
+count holes against their window; compaction keeps the width under twice the longest row, so
+this only matters past half the window.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nudgekit.nudging.text import common_prefix
+
+
+@dataclass
+class SyncRequest:
+    """Bring `row` to hold `target` and return logits for predicting `target[L]` for each L.
+
+    `wanted` lists sequence lengths L (1 <= L <= len(target)); logits after the whole target
+    (L = len(target)) are always returned.
+    """
+
+    row: int
+    target: list[int]
+    wanted: Sequence[int] = ()
+
+
+class RowCache:
+    """A model plus a per-row KV cache (see the module docstring).
+
+    Args:
+        model: a `transformers` causal LM (eval mode).
+        batch: number of rows.
+        pad_id: any valid token id (padded columns are masked out).
+        compact_slack: cache columns allowed beyond twice the longest row before compacting.
+    """
+
+    def __init__(self, model: Any, batch: int, pad_id: int, compact_slack: int = 64) -> None:
+        from transformers import DynamicCache
+
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.cache = DynamicCache(config=model.config)
+        self.mask = torch.zeros((batch, 0), dtype=torch.long, device=self.device)
+        self.ids: list[list[int]] = [[] for _ in range(batch)]
+        self.slots: list[list[int]] = [[] for _ in range(batch)]
+        self.end_logits: torch.Tensor | None = None  # [batch, V] logits after ids[r]
+        self.end_valid = [False] * batch
+        self.pad_id = pad_id
+        self.compact_slack = compact_slack
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._keep_kw = "logits_to_keep" in params
+        self.forwards = 0  # forward passes run (for benchmarks)
+
+    @property
+    def width(self) -> int:
+        return self.mask.shape[1]
+
+    @torch.inference_mode()
+    def sync(self, requests: Sequence[SyncRequest]) -> list[dict[int, torch.Tensor]]:
+        """Serve `requests` (distinct rows) with at most one forward pass.
+
+        Returns:
+            Per request, `{L: logits [V]}` for every wanted L and for `len(target)`.
+        """
+        feeds: dict[int, int] = {}  # row -> index of its first fed token
+        for req in requests:
+            start = self._plan(req)
+            if start is not None:
+                feeds[req.row] = start
+        block = self._forward(requests, feeds) if feeds else None
+        out = []
+        for req in requests:
+            got: dict[int, torch.Tensor] = {}
+            n = len(req.target)
+            for length in {*req.wanted, n}:
+                if req.row in feeds:
+                    got[length] = block[req.row][length]
+                else:  # nothing fed: only the stored end logits can be asked for
+                    got[length] = self.end_logits[req.row]  # type: ignore[index]
+            out.append(got)
+        return out
+
+    def _plan(self, req: SyncRequest) -> int | None:
+        """Roll the row back to what `req` can reuse; the index to feed from (None: no feed)."""
+        r, target = req.row, req.target
+        keep = common_prefix(self.ids[r], target)
+        if req.wanted:
+            keep = min(keep, min(req.wanted) - 1)
+        if keep == len(target) == len(self.ids[r]) and self.end_valid[r]:
+            return None
+        keep = min(keep, len(target) - 1)
+        if keep < len(self.ids[r]):
+            dropped = self.slots[r][keep:]
+            if dropped:
+                self.mask[r, dropped] = 0
+            del self.slots[r][keep:], self.ids[r][keep:]
+            self.end_valid[r] = False
+        return keep
+
+    def _forward(self, requests, feeds: dict[int, int]) -> dict[int, dict[int, torch.Tensor]]:
+        by_row = {req.row: req for req in requests}
+        new = {r: by_row[r].target[s:] for r, s in feeds.items()}
+        m = max(len(v) for v in new.values())
+        batch = len(self.ids)
+        ids = torch.full((batch, m), self.pad_id, dtype=torch.long)
+        block_mask = torch.zeros((batch, m), dtype=torch.long)
+        pos = torch.zeros((batch, m), dtype=torch.long)
+        first_col = m  # leftmost block column whose logits some row needs
+        for r, toks in new.items():
+            off, start = m - len(toks), feeds[r]
+            ids[r, off:] = torch.tensor(toks)
+            block_mask[r, off:] = 1
+            pos[r, off:] = torch.arange(start, start + len(toks))
+            pos[r, :off] = start  # masked; any position will do
+            lengths = [L for L in {*by_row[r].wanted, len(by_row[r].target)} if L > start]
+            first_col = min(first_col, off + min(lengths) - 1 - start)
+        for r in range(batch):
+            if r not in new:
+                pos[r] = len(self.ids[r])
+        width = self.width
+        self.mask = torch.cat([self.mask, block_mask.to(self.device)], dim=1)
+        kwargs = {self._cache_kw: self.cache}
+        if self._keep_kw:
+            kwargs["logits_to_keep"] = m - first_col
+        logits = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=self.mask,
+            position_ids=pos.to(self.device),
+            use_cache=True,
+            **kwargs,
+        ).logits
+        self.forwards += 1
+        base_col = m - logits.shape[1]  # block column of logits[:, 0]
+        out: dict[int, dict[int, torch.Tensor]] = {}
+        for r, toks in new.items():
+            req, start, off = by_row[r], feeds[r], m - len(toks)
+            self.ids[r].extend(toks)
+            self.slots[r].extend(range(width + off, width + m))
+            lengths = [L for L in {*req.wanted, len(req.target)} if L > start]
+            out[r] = {L: logits[r, off + L - 1 - start - base_col] for L in lengths}
+            self.end_valid[r] = True
+        if self.end_logits is None:
+            self.end_logits = logits.new_zeros((batch, logits.shape[-1]))
+        rows = torch.tensor(sorted(new), device=self.device)
+        self.end_logits[rows] = logits[rows, -1]
+        self._maybe_compact()
+        return out
+
+    def _maybe_compact(self) -> None:
+        longest = max(len(s) for s in self.slots)
+        if self.width <= 2 * longest + self.compact_slack:
+            return
+        if any(
+            getattr(layer, "keys", None) is not None and layer.keys.shape[2] != self.width
+            for layer in self.cache.layers
+        ):
+            return  # a sliding-window layer keeps fewer columns: leave it alone
+        batch = len(self.slots)
+        index = torch.zeros((batch, longest), dtype=torch.long)
+        mask = torch.zeros((batch, longest), dtype=torch.long)
+        for r, slots in enumerate(self.slots):
+            if slots:
+                index[r, longest - len(slots) :] = torch.tensor(slots)
+                mask[r, longest - len(slots) :] = 1
+            self.slots[r] = list(range(longest - len(slots), longest))
+        index = index.to(self.device)
+        for layer in self.cache.layers:
+            for name in ("keys", "values"):
+                t = getattr(layer, name)
+                if t is None or t.numel() == 0:
+                    continue
+                gather = index[:, None, :, None].expand(t.shape[0], t.shape[1], longest, t.shape[3])
+                setattr(layer, name, t.gather(2, gather))
+        self.mask = mask.to(self.device)

@@ -1,0 +1,197 @@
+"""The chunked reference nudging decoder: the paper's algorithm over any `Engine`, step for step.
+
+This is the semantic reference the cached decoder is tested against. Like
+`utils.py:completion_with_nudging` (github fywalter/nudging), every model call is a fresh
+completion request on *text* (`prompt + output + ...`), one question at a time:
+
+1. the nudging model drafts `chunk_tokens` tokens after its prompt + the output so far; if it
+   ends with end-of-sequence, the draft is appended whole and decoding stops;
+2. the draft is cut into words; at each boundary after the first word the base model completes
+   `chunk_tokens` tokens from its prompt + output + the draft words before the boundary, and
+   takes over at the first boundary where its first token is confident (top-1 >= gamma) or
+   starts the next draft word; without a takeover the draft minus its last word is kept;
+3. after a takeover the base keeps its probe completion and continues in `chunk_tokens` chunks,
+   each cut before its first token below gamma, until such a token appears, the base ends its
+   turn, a chunk only repeats text, or the token budget is spent;
+4. rounds stop at `max_rounds`, at `max_new_tokens` output tokens (counted with the base
+   tokenizer; the reference counts with tiktoken), or when the same nudging words were kept
+   four rounds in a row; the output is stripped and repeated tails are trimmed.
+
+Departures (also in `rules`): a base end-of-sequence token at a probe counts as "confident or
+not" by its probability only, and a takeover by it ends the round (the reference's empty-probe
+branch); probes run one engine call each, in order, stopping at the first takeover (as the
+reference does). Engines must return top-1 log-probs (`GenerationRequest.top_logprobs`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from nudgekit.engines.base import Engine, GenerationRequest
+from nudgekit.engines.sampling import derive_seed
+from nudgekit.errors import NudgekitError
+from nudgekit.nudging.attribution import BASE, NUDGE, NudgeOutput, Transcript, finish
+from nudgekit.nudging.rules import (
+    Chunk,
+    Draft,
+    RepeatState,
+    base_takes_over,
+    is_repetition,
+)
+from nudgekit.nudging.text import encode, pieces
+
+
+class ChunkedNudgingDecoder:
+    """Nudging over two engines, one question at a time (slow, simple, exact).
+
+    Args:
+        base: the engine of the large base model (needs a `tokenizer` attribute, or pass
+            `base_tokenizer`).
+        nudging: the engine of the small aligned (nudging) model.
+        gamma: the base model takes over where its top-1 probability is >= gamma.
+        chunk_tokens: tokens per nudging draft and per base completion call (K).
+        max_new_tokens: output budget in base-tokenizer tokens.
+        max_rounds: most nudging rounds.
+        base_temperature: sampling temperature of the base model (0 = greedy).
+        nudging_temperature: sampling temperature of the nudging model (0 = greedy).
+        top_p: nucleus mass for both models when sampling.
+        seed: base seed of sampling requests.
+        base_tokenizer: overrides `base.tokenizer`.
+        nudging_tokenizer: overrides `nudging.tokenizer`.
+    """
+
+    def __init__(
+        self,
+        base: Engine,
+        nudging: Engine,
+        gamma: float = 0.3,
+        chunk_tokens: int = 16,
+        max_new_tokens: int = 512,
+        max_rounds: int = 150,
+        base_temperature: float = 0.0,
+        nudging_temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        base_tokenizer: Any = None,
+        nudging_tokenizer: Any = None,
+    ) -> None:
+        check_settings(gamma, chunk_tokens, max_new_tokens, max_rounds)
+        self.base, self.nudging = base, nudging
+        self.base_tok = _tokenizer(base, base_tokenizer, "base")
+        self.nudging_tok = _tokenizer(nudging, nudging_tokenizer, "nudging")
+        self.gamma, self.k = gamma, chunk_tokens
+        self.max_new_tokens, self.max_rounds = max_new_tokens, max_rounds
+        self.base_t, self.nudging_t, self.top_p = base_temperature, nudging_temperature, top_p
+        self.seed = seed
+        self.calls = 0  # engine calls made (for benchmarks)
+
+    def count(self, text: str) -> int:
+        """Output tokens of `text` (base tokenizer)."""
+        return len(encode(self.base_tok, text))
+
+    def decode(
+        self, base_prompts: Sequence[str], nudging_prompts: Sequence[str]
+    ) -> list[NudgeOutput]:
+        """One collaborative answer per question (prompts rendered for each model)."""
+        if len(base_prompts) != len(nudging_prompts):
+            raise NudgekitError("nudging: base and nudging prompt lists differ in length")
+        return [self._one(i, b, n) for i, (b, n) in enumerate(zip(base_prompts, nudging_prompts))]
+
+    def _one(self, index: int, base_prompt: str, nudging_prompt: str) -> NudgeOutput:
+        out, repeats = Transcript(), RepeatState()
+        rounds, stop = 0, None
+        seeds = iter(range(10**9))
+        while self.count(out.text) < self.max_new_tokens and rounds < self.max_rounds:
+            rounds += 1
+            draft = self._complete(self.nudging, nudging_prompt + out.text, (index, next(seeds)))
+            if draft.eos:
+                out.add(draft.text, NUDGE)
+                stop = "nudging_eos"
+                break
+            words = Draft.parse(draft.text)
+            takeover, probe = None, None
+            for j in words.probe_points():
+                text = base_prompt + out.text + words.text_before(j)
+                probe = self._complete(self.base, text, (index, next(seeds)))
+                if base_takes_over(
+                    words.next_word(j), probe.first_text, probe.probs[0], self.gamma
+                ):
+                    takeover = j
+                    break
+            kept = words.accepted(takeover)
+            repeats, repeated = repeats.update(kept)
+            if repeated:
+                stop = "repeated_nudging_words"
+                break
+            out.add(kept, NUDGE)
+            if takeover is None or probe.starts_with_eos:
+                continue
+            out.add(self._base_completion(base_prompt, out.text, probe, index, seeds), BASE)
+        spent = self.count(out.text) >= self.max_new_tokens
+        return finish(out, stop, rounds, spent, self.base_tok, self.nudging_tok)
+
+    def _base_completion(self, base_prompt, output, probe: Chunk, index, seeds) -> str:
+        """The base model's text after a takeover (the reference's `complete_with_base`)."""
+        budget = self.max_new_tokens - self.count(output)
+        written, chunk, first = probe.first_text, probe.tail(), True
+        uncertain = False
+        while self.count(written) < budget and not uncertain:
+            if not first:
+                chunk = self._complete(
+                    self.base, base_prompt + output + written, (index, next(seeds))
+                )
+            if chunk.text in written:  # the chunk only repeats what the base just wrote
+                break
+            new, uncertain = chunk.kept(self.gamma)
+            if is_repetition(new, output + written):
+                break
+            written += new
+            if chunk.eos and not first:  # the probe's own end is not checked (as in the reference)
+                break
+            first = False
+        return written
+
+    def _complete(self, engine: Engine, prompt: str, key: tuple[int, int]) -> Chunk:
+        """`chunk_tokens` tokens from one engine call, with top-1 probabilities."""
+        is_base = engine is self.base
+        tok = self.base_tok if is_base else self.nudging_tok
+        request = GenerationRequest(
+            prompt=prompt,
+            n=1,
+            max_new_tokens=self.k,
+            temperature=self.base_t if is_base else self.nudging_t,
+            top_p=self.top_p,
+            seed=derive_seed(self.seed, key[0] * 1_000_003 + key[1]),
+            top_logprobs=True,
+        )
+        result = engine.generate([request])[0]
+        self.calls += 1
+        sample = result.samples[0]
+        if sample.top_logprobs is None:
+            raise NudgekitError("nudging: the engine returned no top-1 log-probs")
+        ids = list(sample.token_ids)
+        eos = sample.finish_reason == "eos"
+        if eos and ids:
+            ids = ids[:-1]
+        probs = tuple(math.exp(lp) for lp in sample.top_logprobs)
+        return Chunk(tuple(pieces(tok, result.prompt_ids, ids)), probs, eos)
+
+
+def check_settings(gamma: float, chunk_tokens: int, max_new_tokens: int, max_rounds: int) -> None:
+    if not 0.0 <= gamma <= 1.0:
+        raise NudgekitError(f"nudging: gamma={gamma} must lie in [0, 1]")
+    if chunk_tokens < 2:
+        raise NudgekitError(f"nudging: chunk_tokens={chunk_tokens} must be >= 2")
+    if max_new_tokens < 1 or max_rounds < 1:
+        raise NudgekitError("nudging: max_new_tokens and max_rounds must be >= 1")
+
+
+def _tokenizer(engine: Any, tokenizer: Any, which: str) -> Any:
+    tok = tokenizer if tokenizer is not None else getattr(engine, "tokenizer", None)
+    if tok is None:
+        raise NudgekitError(
+            f"nudging: the {which} engine has no tokenizer (pass {which}_tokenizer)"
+        )
+    return tok
