@@ -1,0 +1,188 @@
+"""`HintInjector`: NuRL's gate + G-1 hint injection as a GRPO rollout hook.
+
+The GRPO trainer runs its `rollout_hooks` between `score` and `compute_advantages`; this hook:
+
+1. computes every local group's pass rate and asks the gate (`zero_pass` | `always` | `never`)
+   which groups to hint;
+2. looks up each chosen group's hint in the `HintStore` (none: logged `no_hint`), renders the
+   hinted prompt with the trainer's own prompt (question + hint, chat-templated) and checks its
+   length against `max_prompt_tokens` (over: an error, or a logged `too_long` skip);
+3. regenerates `G-1` (or `G`) rollouts for **all** chosen groups in **one** batched engine call
+   (`trainer.generate_rollouts(..., hint=..., n=..., salt=1)`), each rollout carrying the exact
+   hinted prompt ids it was sampled with, so the trainer's log-probs are computed under the hint;
+4. scores them and merges each group to 1 original + G-1 hinted rollouts (`gate.merge_groups`).
+
+Every rank calls the engine, even with nothing to regenerate: under ZeRO-3 the trainer's
+`backend.generation()` gathers the partitioned parameters (a collective every rank must enter),
+after which each rank decodes on its own, so ranks that hint different numbers of groups neither
+deadlock nor wait on one another's forward passes.
+
+Per-step statistics (`step_metrics`, reduced over ranks) and the decision table are collected
+after advantages are known, so the advantage distribution of hinted rollouts can be reported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from nudgekit.errors import NudgekitError
+from nudgekit.nurl.gate import (
+    GATES,
+    HINTED_PER_GROUP,
+    ON_OVERFLOW,
+    HintDecision,
+    check_choice,
+    check_prompt_budget,
+    hint_split,
+    merge_groups,
+    pass_rates,
+    select_groups,
+)
+from nudgekit.nurl.store import HintStore
+
+REGEN_SALT = 1  # seeds of regenerated rollouts differ from the step's first draw
+
+
+def zero_std_groups(rollouts: Sequence[Any]) -> tuple[int, int]:
+    """`(groups whose rewards are all equal, groups)` among `rollouts`."""
+    by_group: dict[int, set[float]] = {}
+    for r in rollouts:
+        by_group.setdefault(r.group_id, set()).add(float(r.reward))
+    return sum(len(v) == 1 for v in by_group.values()), len(by_group)
+
+
+class HintInjector:
+    """The rollout hook; the NuRL trainer sets `store` and toggles `enabled`.
+
+    Args:
+        gate: "zero_pass" (the paper), "always" or "never".
+        hinted_per_group: "G-1" (keep one un-hinted rollout; the paper) or "G".
+        max_prompt_tokens: budget for hinted prompts (None: unchecked).
+        on_overflow: "error" or "skip" (logged) for an over-long hinted prompt.
+        success: reward at or above which a rollout counts as solved.
+    """
+
+    def __init__(
+        self,
+        gate: str = "zero_pass",
+        hinted_per_group: str = "G-1",
+        max_prompt_tokens: int | None = None,
+        on_overflow: str = "error",
+        success: float = 1.0,
+    ) -> None:
+        self.gate = check_choice("gate", gate, GATES)
+        self.hinted_per_group = check_choice("hinted_per_group", hinted_per_group,
+                                             HINTED_PER_GROUP)
+        self.on_overflow = check_choice("on_overflow", on_overflow, ON_OVERFLOW)
+        if max_prompt_tokens is not None and max_prompt_tokens < 1:
+            raise NudgekitError(f"nurl: max_prompt_tokens must be >= 1, got {max_prompt_tokens}")
+        self.max_prompt_tokens, self.success = max_prompt_tokens, success
+        self.store = HintStore()
+        self.enabled = True
+        self._problems: dict[str, Any] | None = None
+        self._last: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ the hook
+
+    def __call__(self, trainer: Any, rollouts: list[Any]) -> list[Any]:
+        start = time.perf_counter()
+        rates = pass_rates(rollouts, self.success)
+        wanted = select_groups(rates, self.gate) if self.enabled else []
+        chosen, hints, decisions = self._choose(trainer, rollouts, rates, wanted)
+        keep, n_hinted = hint_split(trainer.group_size, self.hinted_per_group)
+        # every rank enters generation, even with nothing to do (ZeRO-3 gathers collectively)
+        regenerated = trainer.generate_rollouts(
+            chosen, hint=lambda p: hints[p.id], n=n_hinted, salt=REGEN_SALT)
+        trainer.score(regenerated)
+        merged = merge_groups(rollouts, regenerated, [g for g, _ in chosen], keep)
+        post = pass_rates(regenerated, self.success)
+        for g, p in chosen:
+            decisions.append(HintDecision(trainer.step + 1, p.id, g, rates[g], post.get(g, 0.0),
+                                          "hinted", hints[p.id], n_hinted))
+        self._last = {
+            "before": zero_std_groups(rollouts), "after": zero_std_groups(merged),
+            "rates": rates, "wanted": len(wanted), "regenerated": regenerated,
+            "merged": merged, "decisions": decisions, "seconds": time.perf_counter() - start,
+        }
+        return merged
+
+    def _problem(self, trainer: Any, problem_id: str) -> Any:
+        if self._problems is None:
+            self._problems = {p.id: p for p in trainer.train_problems}
+        return self._problems[problem_id]
+
+    def _choose(self, trainer: Any, rollouts: list[Any], rates: dict[int, float],
+                wanted: list[int]) -> tuple[list[tuple[int, Any]], dict[str, str], list]:
+        problem_of = {r.group_id: r.problem_id for r in rollouts}
+        chosen, hints, decisions = [], {}, []
+        for g in wanted:
+            pid = problem_of[g]
+            hint = self.store.hint(pid)
+            if hint is None:
+                decisions.append(HintDecision(trainer.step + 1, pid, g, rates[g], None, "no_hint"))
+                continue
+            problem = self._problem(trainer, pid)
+            if self.max_prompt_tokens is not None:
+                text = trainer.prompt(problem, hint)
+                n_tokens = len(trainer.tokenizer(text, add_special_tokens=False).input_ids)
+                if not check_prompt_budget(n_tokens, self.max_prompt_tokens, pid,
+                                           self.on_overflow):
+                    decisions.append(HintDecision(trainer.step + 1, pid, g, rates[g], None,
+                                                  "too_long", hint))
+                    continue
+            chosen.append((g, problem))
+            hints[pid] = hint
+        return chosen, hints, decisions
+
+    # ------------------------------------------------------------------ reporting
+
+    def step_metrics(self, backend: Any) -> tuple[dict[str, float], list[HintDecision]]:
+        """`nurl/*` metrics of the last step over all ranks, and every rank's decisions.
+
+        Call after advantages are computed (they are read from the regenerated rollouts).
+        """
+        last = self._last or {"before": (0, 0), "after": (0, 0), "rates": {}, "wanted": 0,
+                               "regenerated": [], "merged": [], "decisions": [], "seconds": 0.0}
+        regen = last["regenerated"]
+        statuses = [d.status for d in last["decisions"]]
+        sums = backend.all_reduce_sum([
+            last["before"][0], last["before"][1], last["after"][0], last["after"][1],
+            sum(rate == 0.0 for rate in last["rates"].values()), last["wanted"],
+            statuses.count("hinted"), statuses.count("no_hint"), statuses.count("too_long"),
+            len(regen), sum(r.reward >= self.success for r in regen),
+            sum(len(r.completion_ids) for r in regen),
+        ])
+        (zb, groups, za, groups_after, zero_pass, wanted, hinted, no_hint, too_long,
+         n_regen, regen_ok, regen_tokens) = sums
+        gathered = backend.all_gather_object(
+            ([r.advantage for r in regen], last["seconds"], last["decisions"]))
+        adv = [a for g in gathered for a in g[0]]
+        metrics = {
+            "nurl/enabled": float(self.enabled),
+            "nurl/groups_zero_pass": zero_pass,
+            "nurl/groups_gated": wanted,
+            "nurl/groups_hinted": hinted,
+            "nurl/groups_no_hint": no_hint,
+            "nurl/groups_too_long": too_long,
+            "nurl/frac_reward_zero_std_before": zb / groups if groups else 0.0,
+            "nurl/frac_reward_zero_std_after": za / groups_after if groups_after else 0.0,
+            "nurl/hinted_pass_rate": regen_ok / n_regen if n_regen else 0.0,
+            "nurl/regen_rollouts": n_regen,
+            "nurl/regen_tokens": regen_tokens,
+            "nurl/regen_s": max(g[1] for g in gathered),
+        }
+        metrics.update(distribution("nurl/hinted_adv", adv))
+        return metrics, [d for g in gathered for d in g[2]]
+
+
+def distribution(prefix: str, values: Sequence[float]) -> dict[str, float]:
+    """Mean, std, min, max and share > 0 of `values` (zeros when empty)."""
+    if not values:
+        return {f"{prefix}_{k}": 0.0 for k in ("mean", "std", "min", "max", "pos_frac")}
+    n = len(values)
+    mean = sum(values) / n
+    std = (sum((v - mean) ** 2 for v in values) / n) ** 0.5
+    return {f"{prefix}_mean": mean, f"{prefix}_std": std, f"{prefix}_min": min(values),
+            f"{prefix}_max": max(values), f"{prefix}_pos_frac": sum(v > 0 for v in values) / n}

@@ -1,0 +1,256 @@
+"""`NuRLTrainer`: the two-stage NuRL schedule on top of the GRPO trainer, in one resumable run.
+
+0. **Hints** (before any update): the hint source writes hints for every training problem (a
+   `self` source writes them with the starting policy, i.e. offline with respect to RL); the
+   store goes into the checkpoint and to `<run_dir>/hints.jsonl`. A `file` source reuses a store.
+1. **Stage 1**: plain GRPO until the plateau detector fires or `stage1_max_steps` is reached
+   (with `start=step0` the gate is already open here).
+2. **Filter**: the stage-1 policy samples `filter_n` rollouts per training problem; problems
+   solved `filter_n`/`filter_n` are dropped (`filter_solved=false` keeps all).
+3. **Stage 2**: `stage2_steps` steps of GRPO with the `HintInjector` gate open, on the filtered
+   problems, continuing from the stage-1 weights, optimizer and data position.
+
+The stage, the hint store, the filtered problem ids and the stage boundaries live in the
+trainer's `extra_state`, and a checkpoint is written right after hint collection and right after
+the filter, so a run killed at any point resumes where it was (`resume=auto`).
+
+With `injector.gate=never` the same schedule is the fair baseline (`grpo_tiny_continued`): stage
+1, the same filter, then the same number of steps without hints. Departures from the paper: the
+plateau rule is `PlateauDetector`'s (no new best by > `min_delta` for `patience` validations);
+the paper's stage 2 restarts from a saved stage-1 checkpoint, here the run simply continues
+(weights, optimizer state and data order included).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from nudgekit.errors import NudgekitError
+from nudgekit.nurl.gate import decision_rows
+from nudgekit.nurl.inject import HintInjector
+from nudgekit.nurl.pipeline import collection_metrics
+from nudgekit.nurl.sources import HintCollection
+from nudgekit.nurl.store import HintRecord, HintStore
+from nudgekit.nurl.zero3 import uneven_generation
+from nudgekit.rl.checkpoint import STATE_FILE
+from nudgekit.rl.sampler import PromptSampler
+from nudgekit.rl.trainer import GRPOTrainer
+from nudgekit.rl.validation import sample_validation
+
+log = logging.getLogger(__name__)
+
+STARTS = ("step0", "after_plateau")
+_MANAGED = ("max_steps", "stop_on_plateau")  # set by the schedule, not by config
+
+
+class NuRLTrainer(GRPOTrainer):
+    """GRPO + NuRL's gate under the two-stage schedule (the `pipeline=nurl` entry).
+
+    Args:
+        injector: the gate/injection hook (`HintInjector`; default: zero_pass, G-1).
+        hints: a hint source with `collect(problems)` (None only with `gate=never`).
+        start: "after_plateau" (hints in stage 2 only; the paper) or "step0" (from the start).
+        stage1_max_steps: step cap of stage 1 (it ends earlier when the plateau detector fires).
+        stage2_steps: steps after the filter.
+        filter_n: samples per problem in the filter.
+        filter_solved: drop problems solved `filter_n`/`filter_n` before stage 2.
+        filter_temperature: sampling temperature of the filter.
+        **grpo: every `GRPOTrainer` argument except `max_steps` and `stop_on_plateau`.
+    """
+
+    def __init__(
+        self,
+        injector: HintInjector | None = None,
+        hints: Any = None,
+        start: str = "after_plateau",
+        stage1_max_steps: int = 100,
+        stage2_steps: int = 100,
+        filter_n: int = 8,
+        filter_solved: bool = True,
+        filter_temperature: float = 1.0,
+        **grpo: Any,
+    ) -> None:
+        bad = [k for k in grpo if k in _MANAGED or k not in _GRPO_PARAMS]
+        if bad:
+            raise NudgekitError(f"nurl: unexpected trainer arguments {bad}")
+        if start not in STARTS:
+            raise NudgekitError(f"nurl: start={start!r} is not one of {list(STARTS)}")
+        if stage1_max_steps < 0 or stage2_steps < 0 or filter_n < 1:
+            raise NudgekitError("nurl: need stage1_max_steps >= 0, stage2_steps >= 0, filter_n >= 1")
+        self.injector = injector if injector is not None else HintInjector()
+        if hints is None and self.injector.gate != "never":
+            raise NudgekitError(f"nurl: gate={self.injector.gate} needs a hint source (hints=...)")
+        hooks = [self.injector, *grpo.pop("rollout_hooks", ())]
+        super().__init__(**grpo, max_steps=max(stage1_max_steps + stage2_steps, 1),
+                         stop_on_plateau=False, rollout_hooks=hooks)
+        self.hint_source, self.start = hints, start
+        self.stage1_max_steps, self.stage2_steps = stage1_max_steps, stage2_steps
+        self.filter_n, self.filter_solved = filter_n, filter_solved
+        self.filter_temperature = filter_temperature
+        self.tracker: Any = None
+
+    # ------------------------------------------------------------------ schedule state
+
+    @property
+    def stage(self) -> int:
+        return int(self.extra_state.get("stage", 1))
+
+    @property
+    def _stopped(self) -> bool:  # a stage-1 plateau switches stages; it never ends the run
+        return False
+
+    def train(self, tracker: Any = None) -> dict[str, float]:
+        self.tracker = tracker
+        if self.stage == 2:
+            self.max_steps = int(self.extra_state["stage2_start"]) + self.stage2_steps
+        self._ensure_hints()
+        self.injector.enabled = self.start == "step0" or self.stage == 2
+        return super().train(tracker)
+
+    def train_step(self) -> dict[str, float]:
+        if self.stage == 1 and self._stage1_done():
+            self.enter_stage2()
+        metrics = super().train_step()
+        nurl, decisions = self.injector.step_metrics(self.backend)
+        metrics.update(nurl)
+        metrics["nurl/stage"] = float(self.stage)
+        if self.tracker is not None and decisions:
+            self.tracker.log_table("nurl/hint_decisions", decision_rows(decisions), step=self.step)
+        return metrics
+
+    def generate_rollouts(self, *args: Any, **kwargs: Any) -> list:
+        # ranks decode different numbers of steps (NuRL regenerates on some ranks only)
+        with uneven_generation(self.backend):
+            return super().generate_rollouts(*args, **kwargs)
+
+    def _validate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        with uneven_generation(self.backend):
+            return super()._validate(*args, **kwargs)
+
+    def _stage1_done(self) -> bool:
+        plateaued = self.plateau is not None and self.plateau.plateaued
+        return plateaued or self.step >= self.stage1_max_steps
+
+    # ------------------------------------------------------------------ step 0: hints
+
+    def _ensure_hints(self) -> None:
+        if "hints" in self.extra_state:
+            self.injector.store = HintStore.from_state(self.extra_state["hints"])
+            return
+        if self.hint_source is None:
+            self.extra_state["hints"] = []
+            return
+        start = time.perf_counter()
+        collection = self.collect_hints()
+        store = collection.store
+        self.injector.store = store
+        self.extra_state["hints"] = store.state_dict()
+        metrics = collection_metrics(collection, len(self.train_problems),
+                                     time.perf_counter() - start)
+        self.extra_state["hint_metrics"] = metrics
+        if self.backend.is_main:
+            store.save(self.run_dir / "hints.jsonl")
+        if self.tracker is not None:
+            self.tracker.log(metrics, step=self.step)
+        self.save_checkpoint()
+
+    def collect_hints(self) -> HintCollection:
+        """Every rank writes hints for its strided share of the problems; results are merged."""
+        world, rank = self.backend.world_size, self.backend.rank
+        mine = self.train_problems[rank::world]
+        if hasattr(self.hint_source, "bind"):  # a `self` source writes with the live policy
+            self.hint_source.bind(self.engine, self.tokenizer)
+        with uneven_generation(self.backend), self.backend.generation():
+            part = self.hint_source.collect(mine)
+        parts = self.backend.all_gather_object(
+            ([r.to_json() for r in part.records], part.dropped, dict(part.rejections),
+             part.generations))
+        out = HintCollection()
+        for records, dropped, rejections, generations in parts:
+            out.records += [HintRecord(**r) for r in records]
+            out.dropped.update(dropped)
+            out.rejections.update(rejections)
+            out.generations += generations
+        return out
+
+    # ------------------------------------------------------------------ the switch
+
+    def enter_stage2(self) -> None:
+        """Filter the training problems with the stage-1 policy and open the gate."""
+        reason = "plateau" if self.plateau is not None and self.plateau.plateaued else "step_cap"
+        kept = self.filter_problems() if self.filter_solved else list(self.train_problems)
+        if not kept:
+            log.warning("nurl: every training problem is solved %d/%d; stage 2 keeps them all",
+                        self.filter_n, self.filter_n)
+            kept = list(self.train_problems)
+        self.extra_state.update(stage=2, stage2_start=self.step, stage1_end=reason,
+                                filtered_ids=[p.id for p in kept])
+        self.sampler = PromptSampler(kept, self.prompts_per_step, seed=self.seed)
+        self.max_steps = self.step + self.stage2_steps
+        self.injector.enabled = True
+        metrics = {"nurl/filter_kept": float(len(kept)),
+                   "nurl/filter_dropped": float(len(self.train_problems) - len(kept)),
+                   "nurl/stage2_start": float(self.step)}
+        self.history.update(metrics)
+        log.info("nurl: stage 1 ended at step %d (%s); %d/%d problems kept for stage 2",
+                 self.step, reason, len(kept), len(self.train_problems))
+        if self.tracker is not None:
+            self.tracker.log(metrics, step=self.step)
+        self.save_checkpoint()
+
+    def filter_problems(self) -> list:
+        """Problems the current policy does not solve `filter_n`/`filter_n` (un-hinted)."""
+        world, rank = self.backend.world_size, self.backend.rank
+        with uneven_generation(self.backend), self.backend.generation():
+            records = sample_validation(
+                self.engine, self.train_problems, self.prompt, self.verifier,
+                indices=range(rank, len(self.train_problems), world), n=self.filter_n,
+                max_new_tokens=self.max_new_tokens, temperature=self.filter_temperature,
+                top_p=self.top_p, stop=self.stop, seed=self.seed + 7919 * (self.step + 1),
+            )
+        parts = self.backend.all_gather_object([(r["index"], r["correct"]) for r in records])
+        solved = {i for part in parts for i, c in part if c >= self.filter_n}
+        return [p for i, p in enumerate(self.train_problems) if i not in solved]
+
+    # ------------------------------------------------------------------ resume
+
+    def load_checkpoint(self, path: Path) -> None:
+        extra = json.loads((Path(path) / STATE_FILE).read_text()).get("extra_state") or {}
+        if int(extra.get("stage", 1)) == 2:  # the sampler runs over the filtered problems
+            by_id = {p.id: p for p in self.train_problems}
+            kept = [by_id[i] for i in extra["filtered_ids"]]
+            self.sampler = PromptSampler(kept, self.prompts_per_step, seed=self.seed)
+        super().load_checkpoint(path)
+
+    def final_metrics(self) -> dict[str, float]:
+        out = super().final_metrics()
+        out["nurl/stage"] = float(self.stage)
+        out["nurl/hints"] = float(len(self.injector.store))
+        for key, value in (self.extra_state.get("hint_metrics") or {}).items():
+            out[key] = float(value)
+        return out
+
+
+def _grpo_params() -> dict[str, inspect.Parameter]:
+    return {k: p for k, p in inspect.signature(GRPOTrainer).parameters.items()}
+
+
+_GRPO_PARAMS = _grpo_params()
+
+
+def _signature() -> inspect.Signature:
+    """NuRL's own parameters + GRPOTrainer's (less the managed ones), for config validation."""
+    own = [p for k, p in inspect.signature(NuRLTrainer.__init__).parameters.items()
+           if k not in ("self", "grpo")]
+    grpo = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for k, p in _GRPO_PARAMS.items()
+            if k not in _MANAGED]
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+    return inspect.Signature(own + grpo)
+
+
+NuRLTrainer.__signature__ = _signature()  # so `dry_run` / config tests bind every key

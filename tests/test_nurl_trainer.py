@@ -1,0 +1,247 @@
+"""NuRL inside the GRPO trainer: gate + G-1 injection, hinted log-probs, the two-stage schedule.
+
+The model is a real tiny Qwen2 fine-tuned in a few seconds so that hints matter: on problem A
+it answers wrong without a hint and right with one; on problem B it is right either way. So A's
+group has pass rate 0 (the gate opens) and B's has pass rate 1 (untouched).
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from nudgekit.data.problem import Problem
+from nudgekit.engines.hf import HFEngine
+from nudgekit.errors import NudgekitError
+from nudgekit.models import ChatPrompt, ModelSpec
+from nudgekit.models.testing import build_tiny_model
+from nudgekit.nurl import HintInjector, HintRecord, HintStore, NuRLTrainer, StoreHints
+from nudgekit.rewards import load_verifier
+from nudgekit.rl.rollouts import collate, token_logprobs
+
+A = Problem("A", "Start 3: inc dbl", "1")
+B = Problem("B", "Start 4: neg", "2")
+HINT = "look"
+G = 4
+
+
+def build_hint_model(path: Path) -> Path:
+    """Fine-tune a random tiny Qwen2 on 4 sequences: A -> wrong, A + hint -> right, B -> right."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        base = build_tiny_model(path.parent / f"{path.name}-init", arch="qwen2", hidden_size=64)
+        tok = AutoTokenizer.from_pretrained(base)
+        model = AutoModelForCausalLM.from_pretrained(base)
+        prompt = ChatPrompt(ModelSpec(str(base)), "tiny")
+        data = [(prompt(A), "Answer: 2"), (prompt(A, HINT), "Answer: 1"),
+                (prompt(B), "Answer: 2"), (prompt(B, HINT), "Answer: 2")]
+        seqs = [(tok(p, add_special_tokens=False).input_ids,
+                 tok(c, add_special_tokens=False).input_ids + [tok.eos_token_id]) for p, c in data]
+        width = max(len(p) + len(c) for p, c in seqs)
+        ids = torch.full((len(seqs), width), tok.eos_token_id)
+        labels = torch.full((len(seqs), width), -100)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, (p, c) in enumerate(seqs):
+            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+            labels[i, len(p) : len(p) + len(c)] = torch.tensor(c)
+            mask[i, : len(p) + len(c)] = 1
+        torch.manual_seed(0)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        model.train()
+        for _ in range(150):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert loss.item() < 1e-3
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+        return path
+    finally:
+        torch.set_num_threads(threads)
+
+
+def hint_store() -> HintStore:
+    return HintStore([HintRecord(id=p.id, hint=HINT, source="file") for p in (A, B)])
+
+
+class CountingSource(StoreHints):
+    def __init__(self, store: HintStore) -> None:
+        super().__init__(store)
+        self.calls = 0
+
+    def collect(self, problems):
+        self.calls += 1
+        return super().collect(problems)
+
+
+def make_nurl(model_dir: Path, **overrides: Any) -> NuRLTrainer:
+    spec = ModelSpec(str(model_dir))
+    kwargs: dict[str, Any] = dict(
+        model=spec, train_problems=[A, B], verifier=load_verifier("tiny"),
+        prompt=ChatPrompt(spec, template="tiny"),
+        engine=functools.partial(HFEngine, max_batch_size=64),
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-4, weight_decay=0.0),
+        prompts_per_step=2, group_size=G, max_new_tokens=12, micro_batch_size=8,
+        val_every=0, export=False, resume=None, seed=0,
+        hints=StoreHints(hint_store()), injector=HintInjector(),
+        stage1_max_steps=1, stage2_steps=1, filter_n=4,
+    )
+    kwargs.update(overrides)
+    return NuRLTrainer(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def hint_model(tmp_path_factory) -> Path:
+    return build_hint_model(tmp_path_factory.mktemp("nurl") / "hint-model")
+
+
+@pytest.fixture
+def trainer(hint_model, tmp_path):
+    t = make_nurl(hint_model)
+    t.setup(tmp_path)
+    t.injector.store = hint_store()
+    yield t
+    t.cleanup()
+
+
+def one_step(trainer: NuRLTrainer) -> tuple[list, list]:
+    """Sample, score, refine and compute advantages for A (group 0) and B (group 1)."""
+    rollouts = trainer.generate_rollouts([(0, A), (1, B)])
+    trainer.score(rollouts)
+    merged = trainer.refine_rollouts(rollouts)
+    trainer.compute_advantages(merged)
+    return rollouts, merged
+
+
+def test_zero_pass_group_gets_one_original_and_g_minus_1_hinted(trainer):
+    rollouts, merged = one_step(trainer)
+    assert [r.reward for r in rollouts] == [0.0] * G + [1.0] * G
+    a = [r for r in merged if r.group_id == 0]
+    assert [r.hinted for r in a] == [False] + [True] * (G - 1)
+    assert a[0] is rollouts[0]  # the kept original
+    assert [r.reward for r in a] == [0.0] + [1.0] * (G - 1)
+    assert a[0].advantage < 0 and all(r.advantage > 0 for r in a[1:])
+    tok = trainer.tokenizer
+    hinted_ids = tok(trainer.prompt(A, HINT), add_special_tokens=False).input_ids
+    plain_ids = tok(trainer.prompt(A), add_special_tokens=False).input_ids
+    assert a[0].prompt_ids == plain_ids and all(r.prompt_ids == hinted_ids for r in a[1:])
+    # B had successes: the very same rollouts, advantage 0 (all correct)
+    b = [r for r in merged if r.group_id == 1]
+    assert all(x is y for x, y in zip(b, rollouts[G:])) and len(b) == G
+    assert all(r.advantage == 0.0 and not r.hinted for r in b)
+    metrics, decisions = trainer.injector.step_metrics(trainer.backend)
+    assert metrics["nurl/groups_hinted"] == 1 and metrics["nurl/groups_zero_pass"] == 1
+    assert metrics["nurl/frac_reward_zero_std_before"] == 1.0
+    assert metrics["nurl/frac_reward_zero_std_after"] == 0.5
+    assert metrics["nurl/hinted_pass_rate"] == 1.0 and metrics["nurl/hinted_adv_pos_frac"] == 1.0
+    assert metrics["nurl/regen_rollouts"] == G - 1 and metrics["nurl/regen_tokens"] > 0
+    assert [(d.problem_id, d.group_id, d.pre_pass_rate, d.post_pass_rate, d.status, d.hint)
+            for d in decisions] == [("A", 0, 0.0, 1.0, "hinted", HINT)]
+
+
+def test_hinted_logprobs_are_computed_with_the_hint_in_context(trainer):
+    _, merged = one_step(trainer)
+    hinted = next(r for r in merged if r.hinted)
+    model = trainer.backend.model
+    with torch.no_grad():
+        via_trainer, _ = token_logprobs(model, collate([hinted], trainer.pad_id))
+        ids = torch.tensor([hinted.prompt_ids + hinted.completion_ids])
+        logits = model(input_ids=ids).logits[0, len(hinted.prompt_ids) - 1 : -1]
+        direct = torch.log_softmax(logits.float(), -1).gather(
+            -1, torch.tensor(hinted.completion_ids)[:, None])[:, 0]
+        plain = trainer.tokenizer(trainer.prompt(A), add_special_tokens=False).input_ids
+        ids = torch.tensor([plain + hinted.completion_ids])
+        logits = model(input_ids=ids).logits[0, len(plain) - 1 : -1]
+        unhinted = torch.log_softmax(logits.float(), -1).gather(
+            -1, torch.tensor(hinted.completion_ids)[:, None])[:, 0]
+    assert torch.allclose(via_trainer[0, : len(direct)], direct, atol=1e-5)
+    assert torch.allclose(direct, torch.tensor(hinted.sample_logprobs), atol=1e-4)
+    assert (direct - unhinted).abs().max() > 1.0  # without the hint "Answer: 1" is unlikely
+
+
+def test_gate_variants(trainer):
+    trainer.injector.gate = "never"
+    rollouts, merged = one_step(trainer)
+    assert merged == rollouts and not any(r.hinted for r in merged)
+    trainer.injector.gate, trainer.injector.hinted_per_group = "always", "G"
+    _, merged = one_step(trainer)
+    assert [r.hinted for r in merged] == [True] * (2 * G)
+    assert [r.group_id for r in merged] == [0] * G + [1] * G
+    trainer.injector.enabled = False  # stage 1 with start=after_plateau
+    rollouts, merged = one_step(trainer)
+    assert merged == rollouts
+
+
+def test_missing_hint_and_prompt_budget(trainer):
+    trainer.injector.store = HintStore()
+    _, merged = one_step(trainer)
+    assert not any(r.hinted for r in merged)
+    _, decisions = trainer.injector.step_metrics(trainer.backend)
+    assert [d.status for d in decisions] == ["no_hint"]
+    trainer.injector.store = hint_store()
+    hinted_len = len(trainer.tokenizer(trainer.prompt(A, HINT), add_special_tokens=False).input_ids)
+    trainer.injector.max_prompt_tokens = hinted_len - 1
+    with pytest.raises(NudgekitError, match=f"problem A has {hinted_len} tokens"):
+        one_step(trainer)
+    trainer.injector.on_overflow = "skip"
+    _, merged = one_step(trainer)
+    metrics, decisions = trainer.injector.step_metrics(trainer.backend)
+    assert not any(r.hinted for r in merged) and metrics["nurl/groups_too_long"] == 1
+    assert [d.status for d in decisions] == ["too_long"]
+    trainer.injector.max_prompt_tokens = hinted_len
+    _, merged = one_step(trainer)
+    assert sum(r.hinted for r in merged) == G - 1
+
+
+def test_config_errors():
+    with pytest.raises(NudgekitError, match="needs a hint source"):
+        NuRLTrainer(hints=None, injector=HintInjector(gate="zero_pass"))
+    with pytest.raises(NudgekitError, match=r"unexpected trainer arguments \['max_steps'\]"):
+        NuRLTrainer(hints=StoreHints(HintStore()), max_steps=3)
+    with pytest.raises(NudgekitError, match="start='later'"):
+        NuRLTrainer(hints=StoreHints(HintStore()), start="later")
+    with pytest.raises(NudgekitError, match="gate='some'"):
+        HintInjector(gate="some")
+
+
+def final_state(trainer: NuRLTrainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.backend.full_state_dict().items()}
+
+
+def test_two_stage_schedule_filters_and_resumes(hint_model, tmp_path):
+    kw = dict(stage1_max_steps=1, stage2_steps=2, save_every=1, keep_checkpoints=None)
+    full = make_nurl(hint_model, hints=CountingSource(hint_store()), **kw)
+    full.setup(tmp_path / "full")
+    metrics = full.train()
+    ref = final_state(full)
+    full.cleanup()
+    assert full.hint_source.calls == 1
+    assert metrics["train/steps"] == 3 and metrics["nurl/stage"] == 2
+    assert metrics["nurl/filter_kept"] == 1 and metrics["nurl/stage2_start"] == 1
+    assert full.extra_state["filtered_ids"] == ["A"]  # B is solved 4/4 by the stage-1 policy
+    assert full.extra_state["stage1_end"] == "step_cap"
+    assert HintStore.load(tmp_path / "full" / "hints.jsonl").hints() == hint_store().hints()
+    ckpts = tmp_path / "full" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == [f"step-00000{i}" for i in range(4)]
+    # resume from right after hint collection (stage 1) and right after the filter (stage 2)
+    for step, stage in ((0, 1), (1, 2)):
+        run = tmp_path / f"resume{step}"
+        shutil.copytree(ckpts / f"step-00000{step}", run / "checkpoints" / f"step-00000{step}")
+        again = make_nurl(hint_model, hints=CountingSource(hint_store()), resume="auto", **kw)
+        again.setup(run)
+        assert again.stage == stage and again.step == step
+        again.train()
+        assert again.hint_source.calls == 0  # the store came from the checkpoint
+        assert again.extra_state["filtered_ids"] == ["A"]
+        got = final_state(again)
+        again.cleanup()
+        assert all(torch.equal(ref[k], got[k]) for k in ref), f"resume from step {step} differs"
