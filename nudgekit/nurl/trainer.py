@@ -36,7 +36,6 @@ from nudgekit.nurl.inject import HintInjector
 from nudgekit.nurl.pipeline import collection_metrics
 from nudgekit.nurl.sources import HintCollection
 from nudgekit.nurl.store import HintRecord, HintStore
-from nudgekit.nurl.zero3 import uneven_generation
 from nudgekit.rl.checkpoint import STATE_FILE
 from nudgekit.rl.sampler import PromptSampler
 from nudgekit.rl.trainer import GRPOTrainer
@@ -123,15 +122,6 @@ class NuRLTrainer(GRPOTrainer):
             self.tracker.log_table("nurl/hint_decisions", decision_rows(decisions), step=self.step)
         return metrics
 
-    def generate_rollouts(self, *args: Any, **kwargs: Any) -> list:
-        # ranks decode different numbers of steps (NuRL regenerates on some ranks only)
-        with uneven_generation(self.backend):
-            return super().generate_rollouts(*args, **kwargs)
-
-    def _validate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
-        with uneven_generation(self.backend):
-            return super()._validate(*args, **kwargs)
-
     def _stage1_done(self) -> bool:
         plateaued = self.plateau is not None and self.plateau.plateaued
         return plateaued or self.step >= self.stage1_max_steps
@@ -165,7 +155,7 @@ class NuRLTrainer(GRPOTrainer):
         mine = self.train_problems[rank::world]
         if hasattr(self.hint_source, "bind"):  # a `self` source writes with the live policy
             self.hint_source.bind(self.engine, self.tokenizer)
-        with uneven_generation(self.backend), self.backend.generation():
+        with self.backend.generation():
             part = self.hint_source.collect(mine)
         parts = self.backend.all_gather_object(
             ([r.to_json() for r in part.records], part.dropped, dict(part.rejections),
@@ -206,7 +196,7 @@ class NuRLTrainer(GRPOTrainer):
     def filter_problems(self) -> list:
         """Problems the current policy does not solve `filter_n`/`filter_n` (un-hinted)."""
         world, rank = self.backend.world_size, self.backend.rank
-        with uneven_generation(self.backend), self.backend.generation():
+        with self.backend.generation():
             records = sample_validation(
                 self.engine, self.train_problems, self.prompt, self.verifier,
                 indices=range(rank, len(self.train_problems), world), n=self.filter_n,

@@ -323,6 +323,14 @@ def _remove_zero3_hooks(engine: Any) -> None:
     for hook in [*offload.forward_hooks, *offload.backward_hooks]:
         hook.remove()
     offload.forward_hooks, offload.backward_hooks = [], []
+    # The start-of-forward hook's `reset_step` runs a collective: with it attached, a rank that
+    # decodes more steps than another (different lengths, NuRL regenerating on one rank only)
+    # waits forever. Generation under gathered parameters is purely local, so detach it too.
+    handle = getattr(offload, "fwd_pre_hook", None)
+    hook = offload.module._forward_pre_hooks.get(handle.id) if handle is not None else None
+    if hook is not None:
+        handle.remove()
+        offload._nk_detached_fwd_pre_hook = hook
 
 
 def _add_zero3_hooks(engine: Any) -> None:
@@ -332,6 +340,10 @@ def _add_zero3_hooks(engine: Any) -> None:
     coordinator = getattr(offload, "param_coordinator", None)
     if coordinator is not None and not coordinator.is_invalid_trace():
         coordinator._invalidate_trace()  # generation's forward passes are not the training trace
+    hook = getattr(offload, "_nk_detached_fwd_pre_hook", None)
+    if hook is not None:  # back first in the hook order, where DeepSpeed put it
+        offload.fwd_pre_hook = offload.module.register_forward_pre_hook(hook, prepend=True)
+        offload._nk_detached_fwd_pre_hook = None
     offload._register_deepspeed_module(offload.module)
 
 
