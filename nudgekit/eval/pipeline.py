@@ -3,6 +3,11 @@
 Evaluation never shows hints: problems are rendered from their question alone. Outputs in the
 run dir: `samples.jsonl` (per problem: prompt, completions, rewards), `summary.json`,
 `results.md` and `pass_at_k.png`.
+
+With a `decoder` (and a `nudging` model) the samples are written by a nudging decoder over the
+eval engine's base model (`nudged.py`); the records then also carry who wrote which span
+(`spans`, `nudge_tokens`, `base_tokens` per sample) and the summary the decoder's attribution
+statistics under `nudging/`.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -18,6 +24,7 @@ from nudgekit.data.problem import Problem
 from nudgekit.engines.base import Engine, GenerationRequest
 from nudgekit.errors import NudgekitError
 from nudgekit.eval.metrics import mean_pass_at_k
+from nudgekit.eval.nudged import NudgedSampler
 from nudgekit.eval.report import pass_at_k_plot, write_markdown_table
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,11 @@ class EvalPipeline:
         seed: base seed; problem i uses `seed + i`, so results do not depend on batching.
         batch_size: problems per engine call.
         table_rows: sample completions logged as a table.
+        decoder: optional partial nudging decoder; then `engine` is the base model and samples
+            come from nudging it with `nudging` (see `nudged.py`), `prompt` rendering the base
+            model's prompt.
+        nudging: `ModelSpec` of the nudging model (with `decoder`).
+        nudging_prompt: renders a problem for the nudging model (with `decoder`).
     """
 
     def __init__(
@@ -57,6 +69,9 @@ class EvalPipeline:
         seed: int = 0,
         batch_size: int = 16,
         table_rows: int = 32,
+        decoder: Callable[..., Any] | None = None,
+        nudging: Any = None,
+        nudging_prompt: Callable[[Problem], str] | None = None,
     ):
         bad_k = [kk for kk in k if not 1 <= kk <= n]
         if bad_k:
@@ -69,9 +84,16 @@ class EvalPipeline:
         self.n, self.k, self.max_new_tokens = n, sorted(set(k)), max_new_tokens
         self.temperature, self.top_p, self.stop = temperature, top_p, list(stop)
         self.seed, self.batch_size, self.table_rows = seed, batch_size, table_rows
+        self.nudged = (
+            NudgedSampler(engine, nudging, decoder, prompt, nudging_prompt, batch_size)
+            if decoder is not None
+            else None
+        )
 
     def sample(self) -> list[dict]:
         """Generate and verify; one record per problem."""
+        if self.nudged is not None:
+            return self._sample_nudged()
         records = []
         bar = tqdm(total=len(self.problems), desc="eval", unit="problem")
         for start in range(0, len(self.problems), self.batch_size):
@@ -86,17 +108,37 @@ class EvalPipeline:
                 for i, text in enumerate(prompts)
             ]
             for problem, text, result in zip(batch, prompts, self.engine.generate(requests)):
-                completions = [s.text for s in result.samples]
-                rewards = [float(self.verifier(c, problem.answer)) for c in completions]
-                records.append({
-                    "id": problem.id, "prompt": text, "answer": problem.answer,
-                    "completions": completions, "rewards": rewards,
-                    "finish_reasons": [s.finish_reason for s in result.samples],
-                    "n": len(rewards), "correct": int(sum(r >= 1.0 for r in rewards)),
-                })
+                records.append(self._record(
+                    problem, text, [s.text for s in result.samples],
+                    [s.finish_reason for s in result.samples],
+                ))
             bar.update(len(batch))
         bar.close()
         return records
+
+    def _sample_nudged(self) -> list[dict]:
+        """All samples from the nudging decoder, then verified like any other."""
+        prompts, outputs = self.nudged.sample(
+            self.problems, self.n, self.max_new_tokens, self.temperature, self.top_p, self.seed
+        )
+        records = []
+        for problem, text, outs in zip(self.problems, prompts, outputs):
+            record = self._record(problem, text, [o.text for o in outs],
+                                  [o.stop_reason for o in outs])
+            record["spans"] = [[[s.start, s.end, s.source] for s in o.spans] for o in outs]
+            record["nudge_tokens"] = [o.nudge_tokens for o in outs]
+            record["base_tokens"] = [o.base_tokens for o in outs]
+            records.append(record)
+        return records
+
+    def _record(self, problem: Problem, prompt: str, completions: list[str],
+                finish_reasons: list[str]) -> dict:
+        rewards = [float(self.verifier(c, problem.answer)) for c in completions]
+        return {
+            "id": problem.id, "prompt": prompt, "answer": problem.answer,
+            "completions": completions, "rewards": rewards, "finish_reasons": finish_reasons,
+            "n": len(rewards), "correct": int(sum(r >= 1.0 for r in rewards)),
+        }
 
     def summarize(self, records: list[dict]) -> dict[str, float]:
         """pass@k for every configured k, plus mean reward and truncation rate."""
@@ -107,6 +149,9 @@ class EvalPipeline:
         metrics["eval/mean_reward"] = sum(rewards) / len(rewards)
         metrics["eval/truncated_frac"] = sum(lengths) / len(lengths)
         metrics["eval/problems"] = float(len(records))
+        if self.nudged is not None:
+            metrics.update({f"nudging/{k}": v for k, v in self.nudged.stats.items()})
+            metrics["nudging/seconds"] = self.nudged.seconds
         return metrics
 
     def run(self, tracker=None, run_dir: Path | None = None) -> dict[str, float]:
