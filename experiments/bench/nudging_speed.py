@@ -7,9 +7,11 @@ Same models, same prompts, greedy, `--max-new-tokens` (default 128) output token
     python experiments/bench/nudging_speed.py --nudging tiny-aligned-large  # same tokenizer
     python experiments/bench/nudging_speed.py --device cuda   # on a GPU
 
-Prints one table and writes `experiments/bench/results/nudging_speed[_<tag>].json`. The cached
-and reference outputs are also compared (exact-match rate), since a fast wrong decoder is no
-use. Timings exclude model loading; each side runs once after a short warm-up.
+Every run is repeated `--reps` times in alternation (A B C ... A B C ...), so a slow spell of a
+shared machine hits every run alike; the table shows medians, and each ratio is the median of
+the per-repetition ratios. Prints the table and writes
+`experiments/bench/results/nudging_speed[_<tag>].json`. The cached and reference outputs are also
+compared (exact-match rate), since a fast wrong decoder is no use. Timings exclude model loading.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -33,6 +37,9 @@ from nudgekit.models import load_model, load_tokenizer  # noqa: E402
 from nudgekit.nudging import CachedNudgingDecoder, ChunkedNudgingDecoder  # noqa: E402
 from nudgekit.nudging.text import encode  # noqa: E402
 from nudgekit.zoo import base_prompt, chat_prompt, resolve, tiny_problems  # noqa: E402
+
+Runs = dict[str, Callable[[], list[str]]]
+RESULTS = ROOT / "experiments" / "bench" / "results"
 
 
 def timed(fn):
@@ -48,6 +55,13 @@ def timed(fn):
 def load(name: str, device: str) -> HFEngine:
     path = name if Path(name).exists() else str(resolve(name))
     return HFEngine(load_model(path, device=device), load_tokenizer(path), max_batch_size=64)
+
+
+def prompts(nudging: HFEngine, n: int) -> tuple[list[str], list[str]]:
+    """Tiny-world test questions rendered for the base (plain) and the nudging model (chat)."""
+    problems = tiny_problems("test", n=n)
+    pb = [base_prompt(p.question) for p in problems]
+    return pb, [chat_prompt(nudging.tokenizer, p.question) for p in problems]
 
 
 def hf_generate(engine: HFEngine, prompts: list[str], max_new: int, batch: int) -> list[str]:
@@ -72,94 +86,145 @@ def hf_generate(engine: HFEngine, prompts: list[str], max_new: int, batch: int) 
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", default="tiny-base-large")
-    ap.add_argument("--nudging", default="tiny-aligned-small")
-    ap.add_argument("--n", type=int, default=16, help="questions (tiny-world test split)")
-    ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--gamma", type=float, default=0.3)
-    ap.add_argument("--chunk-tokens", type=int, default=16)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (both sides)")
-    ap.add_argument("--tag", default="", help="suffix of the results file")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-
-    base, nudging = load(args.base, args.device), load(args.nudging, args.device)
-    problems = tiny_problems("test", n=args.n)
-    pb = [base_prompt(p.question) for p in problems]
-    pn = [chat_prompt(nudging.tokenizer, p.question) for p in problems]
-    kw = dict(gamma=args.gamma, chunk_tokens=args.chunk_tokens, max_new_tokens=args.max_new_tokens)
-    count = lambda texts: sum(len(encode(base.tokenizer, t)) for t in texts)  # noqa: E731
-
-    CachedNudgingDecoder(base, nudging, **kw).decode(pb[:2], pn[:2])  # warm-up
-    ref_dec = ChunkedNudgingDecoder(base, nudging, **kw)
-    ref, t_ref = timed(lambda: ref_dec.decode(pb, pn))
-    one, t_one = timed(
-        lambda: CachedNudgingDecoder(base, nudging, batch_size=1, **kw).decode(pb, pn)
-    )
-    dec16 = CachedNudgingDecoder(base, nudging, batch_size=16, **kw)
-    many, t_many = timed(lambda: dec16.decode(pb, pn))
-    reqs = [
-        GenerationRequest(p, max_new_tokens=args.max_new_tokens, temperature=0.0, seed=i)
-        for i, p in enumerate(pb)
+def engine_generate(engine: HFEngine, prompts: list[str], max_new: int, batch: int) -> list[str]:
+    """Base-only generation through nudgekit's `hf` engine, `batch` prompts per call."""
+    reqs = [GenerationRequest(p, max_new_tokens=max_new, temperature=0.0, seed=0) for p in prompts]
+    return [
+        r.samples[0].text
+        for start in range(0, len(reqs), batch)
+        for r in engine.generate(reqs[start : start + batch])
     ]
-    eng1, t_eng1 = timed(lambda: [base.generate([r])[0].samples[0].text for r in reqs])
-    eng16, t_eng16 = timed(lambda: [r.samples[0].text for r in base.generate(reqs)])
-    gen1, t_gen1 = timed(lambda: hf_generate(base, pb, args.max_new_tokens, 1))
-    gen16, t_gen16 = timed(lambda: hf_generate(base, pb, args.max_new_tokens, 16))
 
-    rows = {
-        "chunked reference (1 question at a time)": (t_ref, count([o.text for o in ref])),
-        "cached, batch 1": (t_one, count([o.text for o in one])),
-        "cached, batch 16": (t_many, count([o.text for o in many])),
-        "base-only hf engine, batch 1": (t_eng1, count(eng1)),
-        "base-only hf engine, batch 16": (t_eng16, count(eng16)),
-        "base-only model.generate, batch 1": (t_gen1, count(gen1)),
-        "base-only model.generate, batch 16": (t_gen16, count(gen16)),
-    }
-    same1 = sum(a.text == b.text for a, b in zip(ref, one)) / len(ref)
-    same16 = sum(a.text == b.text for a, b in zip(ref, many)) / len(ref)
-    result = {
-        "base": args.base,
-        "nudging": args.nudging,
-        "n": args.n,
-        "max_new_tokens": args.max_new_tokens,
-        "gamma": args.gamma,
-        "chunk_tokens": args.chunk_tokens,
+
+def measure(runs: Runs, reps: int) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
+    """Seconds of every run per repetition (alternating A B C ... A B C ...), last outputs."""
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    outputs: dict[str, list[str]] = {}
+    for _ in range(reps):
+        for name, fn in runs.items():
+            outputs[name], secs = timed(fn)
+            seconds[name].append(secs)
+    return seconds, outputs
+
+
+def ratio(seconds: dict[str, list[float]], a: str, b: str, work: dict[str, int] | None = None):
+    """Median over repetitions of time(a) / time(b), or with `work` (output tokens per run) of
+    throughput(a) / throughput(b): runs that write different amounts compare by tokens/s."""
+    per_rep = [ta / tb for ta, tb in zip(seconds[a], seconds[b])]
+    if work is not None:
+        per_rep = [(work[a] / ta) / (work[b] / tb) for ta, tb in zip(seconds[a], seconds[b])]
+    return statistics.median(per_rep)
+
+
+def machine(args) -> dict:
+    return {
         "device": args.device,
         "threads": args.threads,
         "machine": platform.processor() or platform.machine(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "seconds": {k: v[0] for k, v in rows.items()},
-        "output_tokens": {k: v[1] for k, v in rows.items()},
-        "reference_engine_calls": ref_dec.calls,
-        "cached_forwards_batch16": dec16.forwards,
-        "exact_match_vs_reference": {"batch 1": same1, "batch 16": same16},
-        "ratios": {
-            "cached b16 vs reference (time)": t_ref / t_many,
-            "cached b1 vs reference (time)": t_ref / t_one,
-            "cached b16 throughput / cached b1 throughput": t_one / t_many,
-            "cached b1 time / base-only model.generate b1 time": t_one / t_gen1,
-            "cached b16 time / base-only model.generate b16 time": t_many / t_gen16,
-        },
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    print(f"{'run':<40} {'seconds':>9} {'out tokens':>10} {'tok/s':>8}")
-    for name, (secs, toks) in rows.items():
-        print(f"{name:<40} {secs:>9.2f} {toks:>10d} {toks / secs:>8.1f}")
-    for name, value in result["ratios"].items():
+
+
+def print_table(seconds: dict[str, list[float]], tokens: dict[str, int]) -> None:
+    print(f"{'run (median of alternated reps)':<40} {'seconds':>9} {'out tokens':>10} {'tok/s':>8}")
+    for name, secs in seconds.items():
+        med = statistics.median(secs)
+        print(f"{name:<40} {med:>9.2f} {tokens[name]:>10d} {tokens[name] / med:>8.1f}")
+
+
+def write(result: dict, stem: str, tag: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{stem}{'_' + tag if tag else ''}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
+def speed_runs(base, nudging, pb, pn, args) -> tuple[Runs, dict]:
+    """The runs compared; `decoders` keeps the decoders for their counters."""
+    kw = dict(gamma=args.gamma, chunk_tokens=args.chunk_tokens, max_new_tokens=args.max_new_tokens)
+    dec = {
+        "ref": ChunkedNudgingDecoder(base, nudging, **kw),
+        "b1": CachedNudgingDecoder(base, nudging, batch_size=1, **kw),
+        "b16": CachedNudgingDecoder(base, nudging, batch_size=16, **kw),
+    }
+    texts = lambda d: [o.text for o in d.decode(pb, pn)]  # noqa: E731
+    m = args.max_new_tokens
+    runs = {
+        "chunked reference (1 question at a time)": lambda: texts(dec["ref"]),
+        "cached, batch 1": lambda: texts(dec["b1"]),
+        "cached, batch 16": lambda: texts(dec["b16"]),
+        "base-only hf engine, batch 1": lambda: engine_generate(base, pb, m, 1),
+        "base-only hf engine, batch 16": lambda: engine_generate(base, pb, m, 16),
+        "base-only model.generate, batch 1": lambda: hf_generate(base, pb, m, 1),
+        "base-only model.generate, batch 16": lambda: hf_generate(base, pb, m, 16),
+    }
+    return runs, dec
+
+
+RATIOS = {  # name -> (a, b, by throughput?)
+    "reference time / cached b16 time": ("chunked reference (1 question at a time)", "cached, batch 16", False),
+    "reference time / cached b1 time": ("chunked reference (1 question at a time)", "cached, batch 1", False),
+    "cached b16 / cached b1 throughput": ("cached, batch 16", "cached, batch 1", True),
+    "cached b1 / base-only generate b1 throughput": ("cached, batch 1", "base-only model.generate, batch 1", True),
+    "cached b1 / base-only hf engine b1 throughput": ("cached, batch 1", "base-only hf engine, batch 1", True),
+    "cached b16 / base-only generate b16 throughput": ("cached, batch 16", "base-only model.generate, batch 16", True),
+    "cached b16 / base-only hf engine b16 throughput": ("cached, batch 16", "base-only hf engine, batch 16", True),
+}  # fmt: skip
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", default="tiny-base-large")
+    ap.add_argument("--nudging", default="tiny-aligned-small")
+    ap.add_argument("--n", type=int, default=16, help="questions (tiny-world test split)")
+    ap.add_argument("--reps", type=int, default=2, help="alternated repetitions of every run")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--gamma", type=float, default=0.3)
+    ap.add_argument("--chunk-tokens", type=int, default=16)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (all runs)")
+    ap.add_argument("--tag", default="", help="suffix of the results file")
+    return ap.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    base, nudging = load(args.base, args.device), load(args.nudging, args.device)
+    pb, pn = prompts(nudging, args.n)
+    runs, dec = speed_runs(base, nudging, pb, pn, args)
+    CachedNudgingDecoder(base, nudging, max_new_tokens=16).decode(pb[:2], pn[:2])  # warm-up
+    seconds, outputs = measure(runs, args.reps)
+    count = lambda texts: sum(len(encode(base.tokenizer, t)) for t in texts)  # noqa: E731
+    tokens = {name: count(texts) for name, texts in outputs.items()}
+    ref = outputs["chunked reference (1 question at a time)"]
+    same = {
+        f"batch {b}": sum(x == y for x, y in zip(ref, outputs[f"cached, batch {b}"])) / len(ref)
+        for b in (1, 16)
+    }
+    ratios = {k: ratio(seconds, a, b, tokens if tp else None) for k, (a, b, tp) in RATIOS.items()}
+    print_table(seconds, tokens)
+    for name, value in ratios.items():
         print(f"{name}: {value:.2f}")
-    print(
-        f"exact match vs reference: batch 1 {same1:.3f}, batch 16 {same16:.3f}; "
-        f"peak RSS {result['peak_rss_mb']:.0f} MB"
+    print(f"exact match vs reference: {same}")
+    settings = {k: v for k, v in vars(args).items() if k not in ("device", "threads", "tag")}
+    write(
+        {
+            **settings,
+            **machine(args),
+            "seconds_per_rep": seconds,
+            "median_seconds": {k: statistics.median(v) for k, v in seconds.items()},
+            "output_tokens": tokens,
+            "ratios": ratios,
+            "exact_match_vs_reference": same,
+            "reference_engine_calls": dec["ref"].calls,
+            "cached_forwards_batch16": dec["b16"].forwards,
+        },
+        "nudging_speed",
+        args.tag,
     )
-    out = ROOT / "experiments" / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"nudging_speed{'_' + args.tag if args.tag else ''}.json"
-    (out / name).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out / name}")
 
 
 if __name__ == "__main__":

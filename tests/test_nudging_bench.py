@@ -1,0 +1,49 @@
+"""The nudging benchmarks' measuring helpers: alternation order and ratio arithmetic.
+
+The benchmarks' numbers are only as good as these two functions: runs must alternate
+(A B A B ...) so a slow spell of a shared machine hits every run alike, and ratios must be taken
+per repetition (then the median), by time or by throughput when runs write different amounts.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "bench"))
+
+import nudging_scaling  # noqa: E402
+import nudging_speed  # noqa: E402
+
+
+def test_measure_alternates_runs_and_keeps_last_outputs():
+    calls: list[str] = []
+
+    def run(name: str):
+        def fn() -> list[str]:
+            calls.append(name)
+            return [f"{name}{calls.count(name)}"]
+
+        return fn
+
+    seconds, outputs = nudging_speed.measure({"a": run("a"), "b": run("b")}, reps=3)
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    assert [len(v) for v in seconds.values()] == [3, 3]
+    assert outputs == {"a": ["a3"], "b": ["b3"]}
+
+
+def test_ratio_is_the_median_of_per_repetition_ratios():
+    # per rep: 2, 20, 2 -> 2 (the ratio of the medians would be 6 / 2 = 3)
+    seconds = {"a": [2.0, 40.0, 6.0], "b": [1.0, 2.0, 3.0]}
+    assert nudging_speed.ratio(seconds, "a", "b") == pytest.approx(2.0)
+    # throughput, a writes 30 tokens and b 10: (30 / ta) / (10 / tb) = 1.5, 0.15, 1.5 per rep
+    work = {"a": 30, "b": 10}
+    assert nudging_speed.ratio(seconds, "a", "b", work) == pytest.approx(1.5)
+
+
+def test_scaling_defaults_cover_32_to_256_tokens():
+    args = nudging_scaling.parse_args([])
+    assert args.lengths == [32, 64, 128, 256] and args.batch == 16 and args.reps >= 2
+    assert nudging_speed.parse_args(["--reps", "3"]).reps == 3
