@@ -40,8 +40,13 @@ bench: install ## speed benchmarks side by side (experiments/bench; results in e
 	$(PY) experiments/bench/nudging_speed.py --tag cross
 	$(PY) experiments/bench/nudging_speed.py --nudging tiny-aligned-large --tag same
 
+PROFILE ?= full
+REPRO_DIR ?= outputs/reproduce
+reproduce: install ## regenerate experiments/results/ (cached stages; PROFILE=tiny for minutes, REPRO_DIR=...)
+	$(PY) -m nudgekit.reproduce --profile $(PROFILE) --root $(REPRO_DIR)
+
 clean: ## remove run outputs and caches (not the venv, not the zoo cache)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install test test-full lint format bench clean
+.PHONY: help install test test-full lint format bench clean reproduce
