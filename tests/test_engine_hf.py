@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nudgekit.engines import Engine, GenerationRequest, HFEngine
-from nudgekit.engines.hf import plan_micro_batches
+from nudgekit.engines.hf import decode_continuation, plan_micro_batches
 from nudgekit.engines.sampling import top_p_filter
 from nudgekit.errors import NudgekitError
 from nudgekit.models import load_model, load_tokenizer
@@ -270,3 +270,43 @@ def test_plan_micro_batches_splits_and_packs():
     assert plan_micro_batches([3, 5, 1], 4) == [[(0, 0, 3), (1, 0, 1)], [(1, 1, 4)], [(2, 0, 1)]]
     assert plan_micro_batches([2, 2], 8) == [[(0, 0, 2), (1, 0, 2)]]
     assert plan_micro_batches([2, 3], 4, order=[1, 0]) == [[(1, 0, 3), (0, 0, 1)], [(0, 1, 1)]]
+
+
+def test_per_row_prefill_gives_the_same_samples(engine):
+    reqs = [GenerationRequest(p, n=3, max_new_tokens=8, seed=i) for i, p in enumerate(PROMPTS)]
+    per_row = HFEngine(engine.model, engine.tokenizer, max_batch_size=16, share_prefix=False)
+    shapes = []
+    hook = engine.model.register_forward_pre_hook(
+        lambda mod, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        unshared = per_row.generate(reqs)
+    finally:
+        hook.remove()
+    assert shapes[0][0] == 9  # one prefill row per sample
+    assert [_ids(r) for r in unshared] == [_ids(r) for r in engine.generate(reqs)]
+
+
+def _sentencepiece_style_tokenizer():
+    """A Metaspace BPE tokenizer: word-start spaces live in the tokens (`▁there`), as in Llama."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    corpus = ["Hi there friend, the answer is 42.", "there is a friend here"] * 10
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+
+
+def test_completion_text_keeps_a_sentencepiece_word_start_space(engine):
+    tok = _sentencepiece_style_tokenizer()
+    ids = tok("Hi there friend", add_special_tokens=False).input_ids
+    completion = ids[1:]  # "▁there ▁friend" after the prompt "Hi"
+    assert tok.decode(completion) == "there friend"  # what a context-free decode gives
+    anchor = tok("a", add_special_tokens=False).input_ids
+    assert decode_continuation(tok, completion, anchor) == " there friend"
+    # byte-level BPE keeps spaces either way: the anchored decode changes nothing there
+    byte_ids = engine.tokenizer(" the answer is 42", add_special_tokens=False).input_ids
+    assert engine._decode_text(byte_ids) == engine.tokenizer.decode(byte_ids) == " the answer is 42"

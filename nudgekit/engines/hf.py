@@ -51,6 +51,17 @@ class _Rows:
     lengths: torch.Tensor  # [R] tokens sampled so far
     reasons: torch.Tensor  # [R] 0 while running, else _EOS / _STOP / _LENGTH
 
+    @classmethod
+    def empty(cls, n_rows: int, steps: int, device: torch.device) -> _Rows:
+        def zeros(*shape, dtype):
+            return torch.zeros(shape, dtype=dtype, device=device)
+
+        return cls(
+            *(zeros(n_rows, steps, dtype=dt) for dt in (torch.long, torch.float32) * 2),
+            lengths=zeros(n_rows, dtype=torch.long),
+            reasons=zeros(n_rows, dtype=torch.long),
+        )
+
 
 def plan_micro_batches(
     ns: Sequence[int], max_rows: int, order: Sequence[int] | None = None
@@ -93,6 +104,9 @@ class HFEngine:
             generation config plus the tokenizer's EOS.
         add_special_tokens: add the tokenizer's special tokens (e.g. BOS) to text prompts; off
             because chat templates already contain them.
+        share_prefix: prefill each distinct prompt once and share its KV cache across its `n`
+            samples; off prefills every sample row separately, as `generate` does (kept for
+            benchmarks and as a fallback; samples are the same either way up to rounding).
     """
 
     def __init__(
@@ -103,6 +117,7 @@ class HFEngine:
         progress: bool = False,
         eos_token_ids: Sequence[int] | None = None,
         add_special_tokens: bool = False,
+        share_prefix: bool = True,
     ) -> None:
         if isinstance(model, (str, os.PathLike)):
             from nudgekit.models import ModelSpec
@@ -123,8 +138,10 @@ class HFEngine:
         self.max_batch_size = max_batch_size
         self.progress = progress
         self.add_special_tokens = add_special_tokens
+        self.share_prefix = share_prefix
         self.eos_token_ids = sorted(set(eos_token_ids or _default_eos_ids(self._core, tokenizer)))
         self.pad_id = _pad_id(tokenizer, self.eos_token_ids)
+        self._anchor = list(tokenizer("a", add_special_tokens=False).input_ids)
         # transformers 5.x renamed `past_key_values` to `cache`; accept either version.
         params = inspect.signature(self._core.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -180,12 +197,17 @@ class HFEngine:
     def _run_batch(self, batch, requests, prompts, seeds, samples) -> None:
         reqs = [requests[r] for r, _, _ in batch]
         counts = torch.tensor([c for _, _, c in batch])
-        cache, logits, mask, last_pos = self._prefill([prompts[r] for r, _, _ in batch])
         rows = torch.repeat_interleave(torch.arange(len(batch)), counts)  # prompt of each row
         row_reqs = [reqs[i] for i in rows.tolist()]
-        rows = rows.to(self.device)
-        if len(rows) != len(batch):  # share each prompt's KV cache across its samples
-            cache.batch_select_indices(rows)
+        if self.share_prefix:
+            cache, logits, mask, last_pos = self._prefill([prompts[r] for r, _, _ in batch])
+            rows = rows.to(self.device)
+            if len(rows) != len(batch):  # share each prompt's KV cache across its samples
+                cache.batch_select_indices(rows)
+        else:  # one prefill row per sample
+            per_row = [prompts[batch[i][0]] for i in rows.tolist()]
+            cache, logits, mask, last_pos = self._prefill(per_row)
+            rows = torch.arange(len(rows), device=self.device)
         row_seeds = [derive_seed(seeds[r], s + k) for r, s, c in batch for k in range(c)]
         out = self._decode(cache, logits[rows], mask[rows], last_pos[rows], row_reqs, row_seeds)
         row = 0
@@ -227,40 +249,44 @@ class HFEngine:
         top_p = torch.tensor([r.top_p for r in row_reqs], dtype=torch.float32, device=dev)
         uniforms = row_uniforms(row_seeds, steps).to(dev)  # [R, steps]
         eos = torch.tensor(self.eos_token_ids, dtype=torch.long, device=dev)
-        out = _Rows(
-            *(
-                torch.zeros((n_rows, steps), dtype=dt, device=dev)
-                for dt in (torch.long, torch.float32, torch.long, torch.float32)
-            ),
-            lengths=torch.zeros(n_rows, dtype=torch.long, device=dev),
-            reasons=torch.zeros(n_rows, dtype=torch.long, device=dev),
-        )
+        out = _Rows.empty(n_rows, steps, dev)
+        # Only the outputs somebody asked for are stored (index writes are per-step overhead).
+        wanted = [(out.tokens, 0)]
+        if any(r.logprobs for r in row_reqs):
+            wanted.append((out.logprobs, 1))
+        if any(r.top_logprobs for r in row_reqs):
+            wanted += [(out.top_ids, 2), (out.top_logprobs, 3)]
         stop_rows = {i for i, r in enumerate(row_reqs) if r.stop}
         active = torch.arange(n_rows, device=dev)  # original row of each batch row
         alive = torch.ones(n_rows, dtype=torch.bool, device=dev)
+        full = True  # every batch row still runs: skip the boolean masking
         for step in range(steps):
-            ids, lp, tid, tlp = sample_step(logits, temp, top_p, uniforms[:, step])
-            live = active[alive]
-            for field, val in zip(
-                (out.tokens, out.logprobs, out.top_ids, out.top_logprobs), (ids, lp, tid, tlp)
-            ):
-                field[live, step] = val[alive]
+            vals = sample_step(logits, temp, top_p, uniforms[:, step])
+            ids = vals[0]
+            live = active if full else active[alive]
+            for field, k in wanted:
+                field[live, step] = vals[k] if full else vals[k][alive]
             out.lengths[live] = step + 1
-            code = torch.where(torch.isin(ids[alive], eos), _EOS, 0)
+            code = torch.where(torch.isin(ids if full else ids[alive], eos), _EOS, 0)
             code = torch.where((code == 0) & (budget[live] <= step + 1), _LENGTH, code)
             if stop_rows:
                 code = self._check_stops(out, live, code, row_reqs, stop_rows)
             out.reasons[live] = code
-            alive[alive.clone()] = code == 0
+            if full:
+                alive = code == 0
+            else:
+                alive[alive.clone()] = code == 0
             n_alive = int(alive.sum())
             if n_alive == 0:
                 break
+            full = n_alive == len(alive)
             if len(alive) - n_alive >= max(1, len(alive) // 4):  # drop finished rows
                 keep = alive.nonzero().squeeze(-1)
                 cache.batch_select_indices(keep)
                 active, mask, last_pos, ids = active[keep], mask[keep], last_pos[keep], ids[keep]
                 temp, top_p, uniforms = temp[keep], top_p[keep], uniforms[keep]
                 alive = torch.ones(len(keep), dtype=torch.bool, device=dev)
+                full = True
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
             last_pos = last_pos + 1
             logits = self.model(
@@ -303,7 +329,23 @@ class HFEngine:
         return sample
 
     def _decode_text(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        return decode_continuation(self.tokenizer, ids, self._anchor)
+
+
+def decode_continuation(tokenizer: Any, ids: list[int], anchor: list[int]) -> str:
+    """Text of `ids` as it reads *after* other text, special tokens skipped.
+
+    Decoding a completion on its own loses a SentencePiece word-start space (`▁there` decodes to
+    "there" at the start of a string), so the completion is decoded behind a plain `anchor`
+    token and the anchor's own text is cut off. Falls back to the plain decode when the anchor's
+    text is not a prefix (a tokenizer that merges across the boundary).
+    """
+    if anchor:
+        head = tokenizer.decode(anchor, skip_special_tokens=True)
+        full = tokenizer.decode(anchor + ids, skip_special_tokens=True)
+        if head and full.startswith(head):
+            return full[len(head) :]
+    return tokenizer.decode(ids, skip_special_tokens=True)
 
 
 def _default_eos_ids(model: Any, tokenizer: Any) -> list[int]:
