@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from nudgekit.rl.logprobs import completion_logprobs, model_kwargs
+
 
 @dataclass
 class Rollout:
@@ -71,6 +73,17 @@ class RolloutBatch:
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+    def prompt_groups(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(index [N], firsts [U])`: each row's distinct-prompt number, and one row per prompt.
+
+        Rows with the same prompt ids (and so the same left padding) share a number.
+        """
+        prompts = self.input_ids[:, : self.prompt_width]
+        _, index = torch.unique(prompts, dim=0, return_inverse=True)
+        rows = torch.arange(len(self), device=index.device)
+        firsts = torch.full((int(index.max()) + 1,), len(self), device=index.device)
+        return index, firsts.scatter_reduce(0, index, rows, "amin")
 
 
 def collate(
@@ -135,29 +148,25 @@ def token_logprobs(
     """Log-probs of the completion tokens under `model`, on the batch's exact ids.
 
     Logits are divided by the sampling temperature, so at top_p=1 these equal the engine's
-    sampling log-probs up to floating-point rounding (see `nudgekit.engines.sampling`).
+    sampling log-probs up to floating-point rounding (see `nudgekit.engines.sampling`). Every
+    row runs as prompt ++ completion; `shared_prefix_logprobs` is the faster equivalent.
 
     Returns:
         `(logprobs [N, L], entropy [N, L] or None)`.
     """
     width, length = batch.prompt_width, batch.completion_ids.shape[1]
     position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    # only the logits that predict completion tokens (the last L + 1 positions, minus the last)
+    keep = "logits_to_keep" in model_kwargs(model)
     out = model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=position_ids,
         use_cache=False,
+        **({"logits_to_keep": length + 1} if keep else {}),
     )
-    logits = out.logits[:, width - 1 : width + length - 1, :].float()  # [N, L, V]
-    if temperature not in (0.0, 1.0):
-        logits = logits / temperature
-    logp = torch.log_softmax(logits, dim=-1)
-    lp = logp.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
-    ent = None
-    if entropy:
-        with torch.no_grad():
-            ent = -(logp.exp() * logp).sum(-1)
-    return lp, ent
+    logits = out.logits[:, :-1] if keep else out.logits[:, width - 1 : width + length - 1]
+    return completion_logprobs(logits, batch.completion_ids, temperature, entropy)
 
 
 def to_device(batch: RolloutBatch, device: torch.device) -> RolloutBatch:

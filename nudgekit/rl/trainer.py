@@ -1,6 +1,6 @@
 """`GRPOTrainer`: a recipe-shaped GRPO trainer (setup / train / save_checkpoint / cleanup).
 
-One GRPO step, as named methods:
+One GRPO step, as named methods (each a thin call into `nudgekit.rl.steps`):
 
 1. `generate_rollouts`: B prompts from a seeded, resumable sampler, rendered by the chat prompt;
    G samples each from the engine, which runs on the *live* policy module (the hf engine prefills
@@ -39,17 +39,16 @@ from typing import Any
 import torch
 
 from nudgekit.data.problem import Problem
-from nudgekit.engines.base import GenerationRequest
 from nudgekit.engines.sampling import derive_seed
 from nudgekit.errors import NudgekitError
-from nudgekit.rl.advantages import frac_reward_zero_std, group_advantages
+from nudgekit.rl import steps
 from nudgekit.rl.backends import TorchBackend
 from nudgekit.rl.checkpoint import CheckpointManager, export_hf
 from nudgekit.rl.losses import ClippedPolicyLoss
 from nudgekit.rl.plateau import PlateauDetector
-from nudgekit.rl.rollouts import Rollout, RolloutBatch, split_batches, token_logprobs
+from nudgekit.rl.rollouts import Rollout
 from nudgekit.rl.sampler import PromptSampler
-from nudgekit.rl.stats import StatSums, rollout_metrics
+from nudgekit.rl.steps import SamplingConfig, UpdateConfig
 from nudgekit.rl.validation import table_rows, validate
 
 log = logging.getLogger(__name__)
@@ -94,6 +93,8 @@ class GRPOTrainer:
         seed: seeds data order and sampling.
         num_threads: torch CPU threads (None: leave as is).
         rollout_hooks: callables `(trainer, rollouts) -> rollouts` run by `refine_rollouts`.
+        share_prompt: in the update, run each distinct prompt of a micro-batch once and share its
+            keys/values across the rows that use it (same loss and gradients; see `logprobs`).
     """
 
     def __init__(
@@ -134,6 +135,7 @@ class GRPOTrainer:
         seed: int = 0,
         num_threads: int | None = None,
         rollout_hooks: Sequence[RolloutHook] = (),
+        share_prompt: bool = True,
     ) -> None:
         if not train_problems:
             raise NudgekitError("grpo: train_problems is empty")
@@ -161,6 +163,7 @@ class GRPOTrainer:
         self.checkpoint_dir, self.resume, self.export = checkpoint_dir, resume, export
         self.seed, self.num_threads = seed, num_threads
         self.rollout_hooks = list(rollout_hooks)
+        self.share_prompt = share_prompt
         self.step = 0
         self._saved_step: int | None = None
         self.extra_state: dict[str, Any] = {}  # JSON-able; saved in every checkpoint (NuRL)
@@ -301,34 +304,16 @@ class GRPOTrainer:
             n: samples per prompt.
             salt: varies the sampling seeds (a regeneration must not repeat the first draw).
         """
-        n = self.group_size if n is None else n
-        texts = [self.prompt(p, hint(p)) if hint else self.prompt(p) for _, p in problems]
+        sampling = SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.stop)
         step_seed = derive_seed(derive_seed(self.seed, self.step), salt)
-        requests = [
-            GenerationRequest(
-                prompt=text, n=n, max_new_tokens=self.max_new_tokens,
-                temperature=self.temperature, top_p=self.top_p, stop=self.stop,
-                seed=derive_seed(step_seed, gid), logprobs=True,
-            )
-            for (gid, _), text in zip(problems, texts)
-        ]
-        with self.backend.generation():
-            results = self.engine.generate(requests)
-        return [
-            Rollout(
-                problem_id=p.id, group_id=gid, prompt_ids=list(res.prompt_ids),
-                completion_ids=list(s.token_ids), sample_logprobs=list(s.logprobs or []),
-                text=s.text, finish_reason=s.finish_reason, answer=p.answer,
-                hinted=hint is not None, meta={"hint": hint(p)} if hint else {},
-            )
-            for (gid, p), res in zip(problems, results)
-            for s in res.samples
-        ]
+        return steps.generate_rollouts(
+            self.engine, self.backend, self.prompt, problems,
+            self.group_size if n is None else n, sampling, step_seed, hint,
+        )
 
     def score(self, rollouts: list[Rollout]) -> None:
         """Set every rollout's reward from the verifier (which never raises)."""
-        for r in rollouts:
-            r.reward = float(self.verifier(r.text, r.answer))
+        steps.score(rollouts, self.verifier)
 
     def refine_rollouts(self, rollouts: list[Rollout]) -> list[Rollout]:
         """Between `score` and `compute_advantages`: run the rollout hooks (NuRL's gate).
@@ -343,56 +328,13 @@ class GRPOTrainer:
 
     def compute_advantages(self, rollouts: list[Rollout]) -> dict[str, float]:
         """Group-normalised advantages over the whole step (all ranks); returns reward stats."""
-        mine = [(r.reward, r.group_id) for r in rollouts]
-        gathered = self.backend.all_gather_object(mine)
-        offset = sum(len(g) for g in gathered[: self.backend.rank])
-        rewards = torch.tensor([x for g in gathered for x, _ in g], dtype=torch.float64)
-        groups = torch.tensor([y for g in gathered for _, y in g], dtype=torch.long)
-        adv = group_advantages(rewards, groups, scale=self.advantage_scale)
-        for i, r in enumerate(rollouts):
-            r.advantage = float(adv[offset + i])
-        return rollout_metrics(rollouts, rewards, groups, frac_reward_zero_std(rewards, groups),
-                               self.backend)
+        return steps.compute_advantages(rollouts, self.backend, self.advantage_scale)
 
     def update(self, rollouts: list[Rollout]) -> dict[str, float]:
         """μ epochs x `mini_batches` optimizer steps over the rollouts; returns loss stats."""
-        if len(rollouts) % self.mini_batches:
-            raise NudgekitError(f"grpo: {len(rollouts)} rollouts do not split into "
-                                f"mini_batches={self.mini_batches}")
-        minis = split_batches(rollouts, self.mini_batches, self.micro_batch_size, self.pad_id,
-                              self.mask_truncated)
-        reuse_current = self.ppo_epochs == 1 and self.mini_batches == 1
-        self._precompute_logprobs([b for m in minis for b in m], old=not reuse_current)
-        sums = StatSums()
-        for epoch in range(self.ppo_epochs):
-            for micro_batches in minis:
-                self._optimizer_step(micro_batches, sums, reuse_current, first=epoch == 0)
-        return sums.reduce(self.backend)
-
-    # ------------------------------------------------------------------ update internals
-
-    @torch.no_grad()
-    def _precompute_logprobs(self, batches: list[RolloutBatch], old: bool) -> None:
-        for b in batches:
-            if old:
-                b.old_logprobs, _ = token_logprobs(self.backend.model, b, self.temperature)
-            if self.ref_model is not None:
-                b.ref_logprobs, _ = token_logprobs(self.ref_model, b, self.temperature)
-
-    def _optimizer_step(
-        self, batches: list[RolloutBatch], sums: StatSums, reuse: bool, first: bool
-    ) -> None:
-        counts = self.backend.all_reduce_sum([sum(b.num_tokens for b in batches),
-                                              sum(len(b) for b in batches)])
-        global_tokens, global_seqs = int(counts[0]), int(counts[1])
-        for b in batches:
-            logprobs, entropy = token_logprobs(self.backend.model, b, self.temperature, True)
-            old = logprobs.detach() if reuse else b.old_logprobs
-            loss, stats = self.loss(logprobs, old, b.advantages, b.completion_mask,
-                                    b.ref_logprobs, global_tokens, global_seqs)
-            self.backend.backward(loss)
-            grad_norm = self.backend.step()
-            sums.add_micro(b, loss, stats, entropy, old, grad_norm, first)
+        cfg = UpdateConfig(self.ppo_epochs, self.mini_batches, self.micro_batch_size,
+                           self.pad_id, self.mask_truncated, self.temperature, self.share_prompt)
+        return steps.update(rollouts, self.backend, self.loss, cfg, self.ref_model)
 
     # ------------------------------------------------------------------ validation & plateau
 
