@@ -21,8 +21,8 @@ on the same token ids, so in greedy mode it writes the same text; what changes i
   out to repeat what the base just wrote (the reference's "chunk already written" rule), in
   which case it runs on until the rule is decided.
 - **Continuous batching.** Each question is a generator over its own state; every tick runs at
-  most one forward pass per model over all rows that need it, and a finished row takes the next
-  question.
+  most one forward pass per model, over just the rows that need that model (`RowCache`), and a
+  finished row takes the next question.
 
 Differences to the reference that remain are floating-point: a batched or incremental forward
 rounds differently from a fresh prefill, which can flip a greedy argmax tie or a top-1

@@ -2,8 +2,9 @@
 
 Nudging moves each question's text forward by different amounts in each model (a draft is
 thrown away in one row, a base completion runs on in another), so rows cannot share a length.
-Each row's cache is a set of *slots* (columns of one `DynamicCache`) marked valid in a 2-D
-attention mask; a forward appends one block of columns to every row:
+Each row's cache is a set of *slots* (columns of one set of per-layer key/value buffers,
+`rows.KVStore`) marked valid in a 2-D attention mask; a forward appends one block of columns to
+every row:
 
     columns  | prompt r0 ......... | hole | draft r0 | <- block t: r0 feeds 3 tokens
              | prompt r1 ...... | draft r1 ... | pad | <- r1 feeds nothing: its block is a hole
@@ -16,6 +17,9 @@ attention mask; a forward appends one block of columns to every row:
   last column always carries every feeding row's next-token logits.
 - **Positions are logical**: a token's position id is its index in the row's sequence, so holes
   are invisible to the model (rotary embeddings see a contiguous sequence).
+- **Only the feeding rows run.** A forward gathers the caches of the rows that feed, runs the
+  model on that sub-batch and writes their new columns back; the other rows' block is a hole
+  they never computed. (A model whose cache has sliding-window layers runs the whole batch.)
 - **Compaction**: when holes make the cache twice as wide as the longest row, valid slots are
   gathered to the right and the holes dropped.
 
@@ -27,12 +31,14 @@ this only matters past half the window.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from nudgekit.nudging.rows import KVStore, can_split, plan_groups
 from nudgekit.nudging.text import common_prefix
 
 
@@ -57,9 +63,19 @@ class RowCache:
         batch: number of rows.
         pad_id: any valid token id (padded columns are masked out).
         compact_slack: cache columns allowed beyond twice the longest row before compacting.
+        forward_cost: a forward pass's fixed cost in row-tokens, which decides whether the
+            feeding rows are split into several forwards by feed length (`rows.plan_groups`);
+            the default (infinite) runs one forward per call over just the feeding rows.
     """
 
-    def __init__(self, model: Any, batch: int, pad_id: int, compact_slack: int = 64) -> None:
+    def __init__(
+        self,
+        model: Any,
+        batch: int,
+        pad_id: int,
+        compact_slack: int = 64,
+        forward_cost: float = math.inf,
+    ) -> None:
         from transformers import DynamicCache
 
         self.model = model
@@ -72,6 +88,9 @@ class RowCache:
         self.end_valid = [False] * batch
         self.pad_id = pad_id
         self.compact_slack = compact_slack
+        self.forward_cost = forward_cost
+        # one row has nothing to gather: it keeps the model's own growing cache
+        self.store = KVStore(model.config, batch) if batch > 1 and can_split(model.config) else None
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._keep_kw = "logits_to_keep" in params
@@ -83,7 +102,7 @@ class RowCache:
 
     @torch.inference_mode()
     def sync(self, requests: Sequence[SyncRequest]) -> list[dict[int, torch.Tensor]]:
-        """Serve `requests` (distinct rows) with at most one forward pass.
+        """Serve `requests` (distinct rows): one forward pass per group of feeding rows.
 
         Returns:
             Per request, `{L: logits [V]}` for every wanted L and for `len(target)`.
@@ -93,7 +112,10 @@ class RowCache:
             start = self._plan(req)
             if start is not None:
                 feeds[req.row] = start
-        block = self._forward(requests, feeds) if feeds else None
+        by_row = {req.row: req for req in requests}
+        block: dict[int, dict[int, torch.Tensor]] = {}
+        for group in self._groups({r: len(by_row[r].target) - s for r, s in feeds.items()}):
+            block.update(self._forward(by_row, feeds, group))
         out = []
         for req in requests:
             got: dict[int, torch.Tensor] = {}
@@ -123,52 +145,88 @@ class RowCache:
             self.end_valid[r] = False
         return keep
 
-    def _forward(self, requests, feeds: dict[int, int]) -> dict[int, dict[int, torch.Tensor]]:
-        by_row = {req.row: req for req in requests}
-        new = {r: by_row[r].target[s:] for r, s in feeds.items()}
-        m = max(len(v) for v in new.values())
-        batch = len(self.ids)
-        ids = torch.full((batch, m), self.pad_id, dtype=torch.long)
-        block_mask = torch.zeros((batch, m), dtype=torch.long)
-        pos = torch.zeros((batch, m), dtype=torch.long)
-        first_col = m  # leftmost block column whose logits some row needs
-        for r, toks in new.items():
-            off, start = m - len(toks), feeds[r]
-            ids[r, off:] = torch.tensor(toks)
-            block_mask[r, off:] = 1
-            pos[r, off:] = torch.arange(start, start + len(toks))
-            pos[r, :off] = start  # masked; any position will do
-            lengths = [L for L in {*by_row[r].wanted, len(by_row[r].target)} if L > start]
-            first_col = min(first_col, off + min(lengths) - 1 - start)
-        for r in range(batch):
-            if r not in new:
-                pos[r] = len(self.ids[r])
-        width = self.width
-        self.mask = torch.cat([self.mask, block_mask.to(self.device)], dim=1)
-        kwargs = {self._cache_kw: self.cache}
+    def _groups(self, lengths: dict[int, int]) -> list[list[int]]:
+        """The forward passes for rows feeding `lengths` tokens: only those rows, split by
+        `rows.plan_groups`; a cache whose rows cannot be moved runs over the whole batch."""
+        if not lengths:
+            return []
+        if self.store is None:
+            return [list(range(len(self.ids)))]
+        return plan_groups(lengths, self.forward_cost)
+
+    def _forward(self, by_row, feeds: dict[int, int], rows: list[int]):
+        """One forward over `rows` (sorted; all rows: the cache in place, no gather); rows not
+        in `feeds` feed nothing (their block is a hole). Returns `{row: {L: logits}}`."""
+        batch, width = len(self.ids), self.width
+        whole = len(rows) == batch
+        new = {r: by_row[r].target[feeds[r] :] for r in rows if r in feeds}
+        wanted = {r: [L for L in {*by_row[r].wanted, len(by_row[r].target)} if L > feeds[r]]
+                  for r in new}  # fmt: skip
+        ids, block_mask, pos, keep = self._block(rows, new, feeds, wanted)
+        index = torch.tensor(rows, device=self.device)
+        full_block = torch.zeros((batch, ids.shape[1]), dtype=torch.long, device=self.device)
+        full_block[index] = block_mask.to(self.device)
+        self.mask = torch.cat([self.mask, full_block], dim=1)
+        if self.store is None:
+            cache = self.cache
+        else:
+            cache = self.store.view(None if whole else index, width)
+        kwargs = {self._cache_kw: cache}
         if self._keep_kw:
-            kwargs["logits_to_keep"] = m - first_col
+            kwargs["logits_to_keep"] = keep
         logits = self.model(
             input_ids=ids.to(self.device),
-            attention_mask=self.mask,
+            attention_mask=self.mask if whole else self.mask[index],
             position_ids=pos.to(self.device),
             use_cache=True,
             **kwargs,
         ).logits
         self.forwards += 1
+        if self.store is not None:
+            self.store.write(cache, None if whole else index, width, ids.shape[1])
+        return self._record(rows, new, feeds, wanted, logits, width)
+
+    def _block(self, rows, new, feeds, wanted):
+        """Input ids, block mask and positions `[len(rows), m]` (right-aligned feeds), and how
+        many last columns' logits are needed."""
+        m = max(len(v) for v in new.values())
+        ids = torch.full((len(rows), m), self.pad_id, dtype=torch.long)
+        block_mask = torch.zeros((len(rows), m), dtype=torch.long)
+        pos = torch.zeros((len(rows), m), dtype=torch.long)
+        first_col = m  # leftmost block column whose logits some row needs
+        for i, r in enumerate(rows):
+            if r not in new:
+                pos[i] = len(self.ids[r])  # masked; any position will do
+                continue
+            toks, start = new[r], feeds[r]
+            off = m - len(toks)
+            ids[i, off:] = torch.tensor(toks)
+            block_mask[i, off:] = 1
+            pos[i, off:] = torch.arange(start, start + len(toks))
+            pos[i, :off] = start
+            first_col = min(first_col, off + min(wanted[r]) - 1 - start)
+        return ids, block_mask, pos, m - first_col
+
+    def _record(self, rows, new, feeds, wanted, logits, width: int):
+        """Book the fed tokens and slots; the asked-for logits per row; keep the end logits."""
+        m = max(len(v) for v in new.values())
         base_col = m - logits.shape[1]  # block column of logits[:, 0]
         out: dict[int, dict[int, torch.Tensor]] = {}
-        for r, toks in new.items():
-            req, start, off = by_row[r], feeds[r], m - len(toks)
+        fed, at = [], []
+        for i, r in enumerate(rows):
+            if r not in new:
+                continue
+            toks, start = new[r], feeds[r]
+            off = m - len(toks)
             self.ids[r].extend(toks)
             self.slots[r].extend(range(width + off, width + m))
-            lengths = [L for L in {*req.wanted, len(req.target)} if L > start]
-            out[r] = {L: logits[r, off + L - 1 - start - base_col] for L in lengths}
+            out[r] = {L: logits[i, off + L - 1 - start - base_col] for L in wanted[r]}
             self.end_valid[r] = True
+            fed.append(r)
+            at.append(i)
         if self.end_logits is None:
-            self.end_logits = logits.new_zeros((batch, logits.shape[-1]))
-        rows = torch.tensor(sorted(new), device=self.device)
-        self.end_logits[rows] = logits[rows, -1]
+            self.end_logits = logits.new_zeros((len(self.ids), logits.shape[-1]))
+        self.end_logits[torch.tensor(fed, device=self.device)] = logits[at, -1]
         self._maybe_compact()
         return out
 
@@ -190,6 +248,10 @@ class RowCache:
                 mask[r, longest - len(slots) :] = 1
             self.slots[r] = list(range(longest - len(slots), longest))
         index = index.to(self.device)
+        if self.store is not None:
+            self.store.compact(index, self.width)
+            self.mask = mask.to(self.device)
+            return
         for layer in self.cache.layers:
             for name in ("keys", "values"):
                 t = getattr(layer, name)

@@ -1,0 +1,77 @@
+"""Sub-batch forwards of `RowCache`: the grouping plan, and that running only the feeding rows
+(in one group or split by feed length, through the KV store) gives the same logits as fresh
+forwards and as whole-batch forwards."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from nudging_support import engine, model_dirs
+
+from nudgekit.nudging.kv import RowCache, SyncRequest
+from nudgekit.nudging.rows import plan_groups
+from nudgekit.nudging.text import encode
+
+
+def test_plan_groups_separates_long_feeds_when_forwards_are_cheap():
+    lengths = {0: 1, 1: 1, 2: 30, 3: 1, 4: 2}
+    assert plan_groups(lengths, forward_cost=math.inf) == [[0, 1, 2, 3, 4]]
+    assert plan_groups(lengths, forward_cost=8) == [[0, 1, 3, 4], [2]]
+    assert plan_groups(lengths, forward_cost=0) == [[0, 1, 3], [4], [2]]
+    assert plan_groups({}, forward_cost=8) == []
+    # a plan never costs more than one forward over every row
+    costs = {1: 1, 5: 3, 7: 9, 2: 4}
+    groups = plan_groups(costs, forward_cost=5)
+    total = sum(5 + len(g) * max(costs[r] for r in g) for g in groups)
+    assert total <= 5 + len(costs) * max(costs.values())
+    assert sorted(r for g in groups for r in g) == sorted(costs)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return engine(model_dirs(tmp_path_factory)["base"])
+
+
+def fresh_logits(model, ids):
+    with torch.inference_mode():
+        return model(input_ids=torch.tensor([ids])).logits[0, -1]
+
+
+TEXTS = [
+    "Question: Start 3: inc dbl\nAnswer:",
+    "Question: Start 7: neg\nAnswer: do neg",
+    "Question: Start 1: inc inc inc\nAnswer: inc 2",
+    "Question: Start 5: dbl\nAnswer: dbl 10\nSo",
+]
+
+
+@pytest.mark.parametrize("forward_cost", [math.inf, 2.0])
+def test_sub_batch_forwards_match_fresh_and_whole_batch_forwards(base, forward_cost):
+    model, tok = base.model, base.tokenizer
+    split = RowCache(model, batch=4, pad_id=tok.pad_token_id, forward_cost=forward_cost)
+    whole = RowCache(model, batch=4, pad_id=tok.pad_token_id, compact_slack=0)
+    whole.store = None  # the whole-batch path: every forward runs over all four rows
+    assert split.store is not None
+    ids = [encode(tok, t) for t in TEXTS]
+    steps = [
+        {0: ids[0], 1: ids[1], 2: ids[2], 3: ids[3]},  # prompts of different lengths
+        {1: ids[1] + encode(tok, " 3")[:1], 3: encode(tok, TEXTS[3] + " the result is 10")},
+        {0: ids[0] + [ids[0][-1]], 2: ids[2][:-2], 3: ids[3] + [ids[3][-1]]},  # one rolls back
+        {0: encode(tok, TEXTS[0] + " inc 4\ndbl 8"), 1: ids[1], 2: ids[2]},
+    ]
+    for step in steps:
+        reqs = [SyncRequest(r, t) for r, t in step.items()]
+        got, ref = split.sync(reqs), whole.sync(reqs)
+        for req, a, b in zip(reqs, got, ref):
+            n = len(req.target)
+            assert torch.allclose(a[n], fresh_logits(model, req.target), atol=1e-4)
+            assert torch.allclose(a[n], b[n], atol=1e-4)
+    assert split.ids == whole.ids
+    # rows outside a forward were left alone: a row that idled still answers from its cache
+    again = split.sync([SyncRequest(3, steps[2][3] + ids[3][-1:])])[0]
+    target = steps[2][3] + ids[3][-1:]
+    assert torch.allclose(again[len(target)], fresh_logits(model, target), atol=1e-4)
+    if forward_cost != math.inf:
+        assert split.forwards > whole.forwards  # long and short feeds went in separate passes
