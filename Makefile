@@ -37,8 +37,13 @@ format: install ## ruff format + autofix
 	$(VENV)/bin/ruff format .
 
 bench: install ## speed benchmarks side by side (experiments/bench; results in experiments/bench/results)
-	$(PY) experiments/bench/nudging_speed.py --tag cross
-	$(PY) experiments/bench/nudging_speed.py --nudging tiny-aligned-large --tag same
+	$(PY) experiments/bench/grpo_vs_trl.py --rounds 2 --steps 3
+	$(PY) experiments/bench/nurl_overhead.py --rounds 2 --steps 3
+	$(PY) experiments/bench/grpo_scaling.py --steps 1
+	$(PY) experiments/bench/engine_speed.py --rounds 3
+	$(PY) experiments/bench/nudging_speed.py --n 16 --reps 2 --tag cross
+	$(PY) experiments/bench/nudging_speed.py --n 16 --reps 2 --nudging tiny-aligned-large --tag same
+	$(PY) experiments/bench/nudging_scaling.py --n 16 --reps 2 --tag cross
 
 PROFILE ?= full
 REPRO_DIR ?= outputs/reproduce
