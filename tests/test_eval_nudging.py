@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from nudging_support import model_dirs
@@ -28,19 +27,13 @@ from nudgekit.zoo import tiny_problems
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_experiment(how: str, args: list[str], run_dir: Path) -> None:
     """`run.py` in a subprocess, or the same config composed and run by `nudgekit.cli.run`."""
     if how == "run.py":
-        env = {**os.environ, "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
-               "WANDB_MODE": "offline"}
+        env = {**os.environ, "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
         cmd = [sys.executable, "run.py", *args, f"hydra.run.dir={run_dir}"]
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-3000:]
@@ -67,13 +60,25 @@ def test_eval_nudging_tiny(how, tmp_path, tmp_path_factory):
     run = tmp_path / "run"
     run_experiment(
         how,
-        ["experiment=eval_nudging_tiny", "debug=tiny", f"model.name_or_path={dirs['base']}",
-         f"pipeline.nudging.name_or_path={dirs['small']}", "budget.max_new_tokens=20",
-         "decoder.chunk_tokens=8", "decoder.gamma=0.4"],
+        [
+            "experiment=eval_nudging_tiny",
+            "debug=tiny",
+            f"model.name_or_path={dirs['base']}",
+            f"pipeline.nudging.name_or_path={dirs['small']}",
+            "budget.max_new_tokens=20",
+            "decoder.chunk_tokens=8",
+            "decoder.gamma=0.4",
+        ],
         run,
     )
-    for name in ("samples.jsonl", "summary.json", "results.md", "pass_at_k.png", "config.yaml",
-                 "metrics.jsonl"):
+    for name in (
+        "samples.jsonl",
+        "summary.json",
+        "results.md",
+        "pass_at_k.png",
+        "config.yaml",
+        "metrics.jsonl",
+    ):
         assert (run / name).stat().st_size > 0, name
     rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     problems = tiny_problems("test", n=4, seed=0)
@@ -86,8 +91,9 @@ def test_eval_nudging_tiny(how, tmp_path, tmp_path_factory):
     decoder = CachedNudgingDecoder(
         HFEngine(base), HFEngine(small), gamma=0.4, chunk_tokens=8, max_new_tokens=20, seed=0
     )
-    expected = decoder.decode([base_prompt(p) for p in problems],
-                              [nudging_prompt(p) for p in problems])
+    expected = decoder.decode(
+        [base_prompt(p) for p in problems], [nudging_prompt(p) for p in problems]
+    )
     verify = load_verifier("tiny")
     for row, problem, want in zip(rows, problems, expected):
         assert row["prompt"] == base_prompt(problem)
@@ -109,10 +115,15 @@ def nudged_eval(dirs: dict, **kwargs) -> EvalPipeline:
 
     base, small = ModelSpec(str(dirs["base"])), ModelSpec(str(dirs["small"]))
     return EvalPipeline(
-        engine=HFEngine(base), problems=tiny_problems("test", n=2),
-        verifier=load_verifier("tiny"), prompt=ChatPrompt(base, "tiny", chat=False),
+        engine=HFEngine(base),
+        problems=tiny_problems("test", n=2),
+        verifier=load_verifier("tiny"),
+        prompt=ChatPrompt(base, "tiny", chat=False),
         decoder=lambda **kw: CachedNudgingDecoder(gamma=0.4, chunk_tokens=8, **kw),
-        nudging=small, nudging_prompt=ChatPrompt(small, "tiny"), max_new_tokens=12, **kwargs,
+        nudging=small,
+        nudging_prompt=ChatPrompt(small, "tiny"),
+        max_new_tokens=12,
+        **kwargs,
     )
 
 
@@ -137,8 +148,14 @@ def test_a_decoder_without_a_nudging_model_is_refused(tmp_path_factory):
     dirs = model_dirs(tmp_path_factory)
     spec = ModelSpec(str(dirs["base"]))
     with pytest.raises(NudgekitError, match="pipeline.nudging"):
-        EvalPipeline(engine=None, problems=tiny_problems("test", n=1), verifier=load_verifier(
-            "tiny"), prompt=ChatPrompt(spec, "tiny"), decoder=CachedNudgingDecoder, n=1)
+        EvalPipeline(
+            engine=None,
+            problems=tiny_problems("test", n=1),
+            verifier=load_verifier("tiny"),
+            prompt=ChatPrompt(spec, "tiny"),
+            decoder=CachedNudgingDecoder,
+            n=1,
+        )
 
 
 @pytest.mark.slow

@@ -22,13 +22,7 @@ from nudgekit.zoo import base_prompt, chat_prompt, tiny_problems
 SETTINGS = {"cross": dict(gamma=0.3), "same": dict(gamma=0.4)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared box threads contend badly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
@@ -27,12 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NUDGEKIT_DATA", ROOT.parent / "shared" / "data"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def compose_cfg(overrides: list[str], hydra_node: bool = True):
