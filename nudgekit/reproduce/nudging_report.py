@@ -21,7 +21,7 @@ def _methods(ctx: Context) -> str:
     text += md_table(["method", "strict acc", "lenient acc"], rows)
     stats = [("nudged-token share", "nudging/nudge_token_share"),
              ("nudged-char share", "nudging/nudge_char_share"),
-             ("interventions / output token", "nudging/intervention_rate"),
+             ("interventions / 100 output tokens", "nudging/intervention_rate"),
              ("rounds per answer", "nudging/rounds"), ("output tokens", "nudging/tokens"),
              ("decode seconds", "nudging/seconds")]
     stops = sorted(k for k in s if k.startswith("nudging/stop/"))
@@ -53,7 +53,7 @@ def write_nudging(ctx: Context) -> None:
         text += ctx.missing("nudging_gamma")
     else:
         text += md_table(["gamma", "strict", "lenient", "nudged-token share",
-                          "interventions / token", "rounds"],
+                          "interventions / 100 tokens", "rounds"],
                          [[r["gamma"], num(r["strict"]), num(r["lenient"]), num(r["share"]),
                            num(r["rate"]), num(r["rounds"], 1)] for r in rows])
         ctx.written.append(gamma_plot(rows, ctx.out / "nudging_gamma.png",
