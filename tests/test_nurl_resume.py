@@ -103,4 +103,6 @@ def test_sigkill_in_stage2_then_resume_equals_uninterrupted_run(tiny_qwen_dir, t
     assert 0 < len(extra_a["filtered_ids"]) < PROBLEMS  # the filter dropped some problems
     assert extra_b["filtered_ids"] == extra_a["filtered_ids"]
     assert extra_b["hints"] == extra_a["hints"] and len(extra_a["hints"]) == PROBLEMS
+    # the resumed run writes the store into its own run dir too
+    assert (tmp_path / "run_b2" / "hints.jsonl").read_text() == (tmp_path / "run_a" / "hints.jsonl").read_text()
     assert state_b["sampler"] == state_a["sampler"] and state_b["step"] == FINAL

@@ -131,6 +131,8 @@ class NuRLTrainer(GRPOTrainer):
     def _ensure_hints(self) -> None:
         if "hints" in self.extra_state:
             self.injector.store = HintStore.from_state(self.extra_state["hints"])
+            if self.backend.is_main and not (self.run_dir / "hints.jsonl").exists():
+                self.injector.store.save(self.run_dir / "hints.jsonl")  # a resumed run's own dir
             return
         if self.hint_source is None:
             self.extra_state["hints"] = []
