@@ -12,7 +12,6 @@ statistics under `nudging/`.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from nudgekit.engines.base import Engine, GenerationRequest
 from nudgekit.errors import NudgekitError
 from nudgekit.eval.metrics import mean_pass_at_k
 from nudgekit.eval.nudged import NudgedSampler
-from nudgekit.eval.report import pass_at_k_plot, write_markdown_table
+from nudgekit.eval.report import pass_at_k_plot, write_run_results
 
 log = logging.getLogger(__name__)
 
@@ -171,12 +170,6 @@ class EvalPipeline:
         return metrics
 
     def write(self, run_dir: Path, records: list[dict], metrics: dict[str, float]) -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / "samples.jsonl", "w") as f:
-            for r in records:
-                f.write(json.dumps(r) + "\n")
-        (run_dir / "summary.json").write_text(json.dumps(metrics, indent=2))
-        write_markdown_table(run_dir / "results.md", [{"metric": k, "value": f"{v:.4f}"}
-                                                      for k, v in metrics.items()])
+        write_run_results(run_dir, "samples.jsonl", records, metrics)
         curve = {k: metrics[f"eval/pass@{k}"] for k in self.k}
         pass_at_k_plot(run_dir / "pass_at_k.png", {"model": curve})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,6 +19,20 @@ def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
 
 def write_markdown_table(path: Path, rows: Sequence[Mapping[str, object]]) -> None:
     Path(path).write_text(markdown_table(rows))
+
+
+def write_run_results(
+    run_dir: Path, records_name: str, records: Sequence[Mapping], metrics: Mapping[str, float]
+) -> None:
+    """A pipeline's standard outputs: per-item JSONL, `summary.json`, `results.md` (metric table)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / records_name, "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    (run_dir / "summary.json").write_text(json.dumps(metrics, indent=2))
+    write_markdown_table(
+        run_dir / "results.md", [{"metric": k, "value": f"{v:.4f}"} for k, v in metrics.items()]
+    )
 
 
 def pass_at_k_plot(path: Path, curves: Mapping[str, Mapping[int, float]], title: str = "") -> None:

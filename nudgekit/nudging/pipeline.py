@@ -18,7 +18,6 @@ real-scale config on a machine without a GPU or hub access fails in seconds with
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from typing import Any
 
 from nudgekit.data.problem import Problem
 from nudgekit.errors import NudgekitError
-from nudgekit.eval.report import write_markdown_table
+from nudgekit.eval.report import write_run_results
 from nudgekit.models.loading import check_device, resolve_model_path
 from nudgekit.nudging.attribution import NUDGE, run_stats
 from nudgekit.nudging.baselines import ProxyTuningDecoder, generate_texts
@@ -199,14 +198,7 @@ class NudgingPipeline:
         return out
 
     def write(self, run_dir: Path, records: list[dict], metrics: dict[str, float]) -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / "nudging.jsonl", "w") as f:
-            for r in records:
-                f.write(json.dumps(r) + "\n")
-        (run_dir / "summary.json").write_text(json.dumps(metrics, indent=2))
-        write_markdown_table(
-            run_dir / "results.md", [{"metric": k, "value": f"{v:.4f}"} for k, v in metrics.items()]
-        )
+        write_run_results(run_dir, "nudging.jsonl", records, metrics)
         write_page(run_dir / "nudging.html", records[: self.html_items], metrics, "nudging")
 
 
