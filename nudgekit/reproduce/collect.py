@@ -4,12 +4,11 @@ plain Python values; a missing file reads as empty, so a failed stage leaves a g
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import yaml
 
-PASS_KEY = re.compile(r"^eval/pass@(\d+)$")
+from nudgekit.eval import runs
 
 
 def read_json(path: Path) -> dict:
@@ -21,17 +20,10 @@ def read_json(path: Path) -> dict:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """The rows of <run dir>/metrics.jsonl (one dict per logged step)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
+    """The rows of <run dir>/metrics.jsonl (one dict per logged step); [] if there is none."""
+    if not (Path(run_dir) / "metrics.jsonl").is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def pass_curve(summary: dict) -> dict[int, float]:
-    """{k: pass@k} from an eval summary's `eval/pass@k` keys, sorted by k."""
-    out = {int(m.group(1)): float(v) for key, v in summary.items() if (m := PASS_KEY.match(key))}
-    return dict(sorted(out.items()))
+    return runs.read_metrics(run_dir)
 
 
 def series(rows: list[dict], key: str, stage: int | None = None) -> list[tuple[int, float]]:

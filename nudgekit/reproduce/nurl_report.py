@@ -3,8 +3,8 @@ the hard-split pass@k of every trained policy, and the ablation sweeps."""
 
 from __future__ import annotations
 
+from nudgekit.eval.runs import pass_curve
 from nudgekit.reproduce.collect import (
-    pass_curve,
     read_json,
     read_metrics,
     series,

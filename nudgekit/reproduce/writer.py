@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nudgekit.reproduce.collect import pass_curve, read_json, read_metrics, series
+from nudgekit.eval.runs import pass_curve
+from nudgekit.reproduce.collect import read_json, read_metrics, series
 from nudgekit.reproduce.context import Context
 from nudgekit.reproduce.nudging_report import write_nudging
 from nudgekit.reproduce.nurl_report import write_nurl
