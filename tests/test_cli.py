@@ -71,15 +71,23 @@ def test_dry_run_prints_plan_and_loads_nothing(tmp_path):
     assert "/no/such/model" in out.stdout and "every _target_ binds" in out.stdout
 
 
+def gsm8k_rows(tmp_path) -> str:
+    """Two GSM8K-format rows in a local file, so these tests never need ../shared/data."""
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"question": "1+1?", "answer": "#### 2"}\n{"question": "2+2?", "answer": "#### 4"}\n')
+    return f"data.path={path}"
+
+
 def test_unknown_model_path_is_one_line(tmp_path):
     out = run_cli(["experiment=eval_gsm8k", "model.name_or_path=/no/such/model-dir",
-                   "budget.problems=2"], tmp_path)
+                   gsm8k_rows(tmp_path), "budget.problems=2"], tmp_path)
     assert_one_line_error(out, "/no/such/model-dir")
 
 
 def test_unknown_verifier_is_one_line(tmp_path, tiny_qwen_dir):
     out = run_cli(["experiment=eval_gsm8k", f"model.name_or_path={tiny_qwen_dir}",
-                   "reward.name=no_such_verifier", "budget.problems=2"], tmp_path)
+                   gsm8k_rows(tmp_path), "reward.name=no_such_verifier", "budget.problems=2"],
+                  tmp_path)
     assert_one_line_error(out, "no_such_verifier", "gsm8k")
 
 
