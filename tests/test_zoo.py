@@ -14,8 +14,8 @@ from nudgekit.rewards.tiny import (
     verify_tiny_lenient,
 )
 from nudgekit.zoo import chat_prompt, cue_prompt, explain_prompt, tiny_problems
-from nudgekit.zoo.data import policy_examples
-from nudgekit.zoo.prompts import base_prompt, raw_solution
+from nudgekit.zoo.data import base_examples, policy_examples
+from nudgekit.zoo.prompts import base_prompt, chat_target, raw_solution
 from nudgekit.zoo.tasks import (
     CANCEL_PAIRS,
     OPS,
@@ -24,6 +24,7 @@ from nudgekit.zoo.tasks import (
     chains,
     count_pairs,
     parse_question,
+    hints,
     split_of,
 )
 from nudgekit.zoo.tokenizers import build_tokenizer
@@ -162,18 +163,50 @@ def test_hint_writing_prompts_and_base_prompt():
     assert base_prompt(p.question) == f"Question: {p.question}\nAnswer:"
 
 
-def test_policy_training_data_never_sees_hard_levels_or_unhinted_level_4():
+def test_policy_training_data_never_sees_hard_problems_or_unhinted_level_4_5():
     tok = build_tokenizer("char")
     examples = policy_examples(tok, 800, seed=0)
-    for prompt, _target in examples:
+    level5 = 0
+    for prompt, target in examples:
         q = re.search(r"Start \d: [a-z ]+", prompt).group(0).strip()
         chain = parse_question(q)
-        assert len(chain.ops) <= 4 and split_of(chain) == "train"
+        assert split_of(chain) in ("train", "hard_train")  # never val, test or hard
+        if len(chain.ops) == 5:  # level 5: read the cue, or explain / write the cue given the answer
+            level5 += 1
+            cue = chain.question + "\nHint: " + hints(chain)["abstract"]
+            given = f"{chain.question}\nAnswer: {chain.answer}\n"
+            assert cue in prompt or (given in prompt and ("Explain:" in prompt or "hint:" in prompt))
+            continue
         solving = "Explain:" not in prompt and "Abstract hint:" not in prompt
         if solving and "Hint: " not in prompt:
             assert len(chain.ops) <= 3
     kinds = {("hint" if "Hint: " in p else "x") for p, _ in examples}
-    assert kinds == {"hint", "x"}
+    assert kinds == {"hint", "x"} and level5 > 50
+
+
+def test_level5_halves_are_disjoint_and_hard_is_never_trained_on():
+    hard, train = set(chains("hard", 5)), set(chains("hard_train", 5))
+    assert not hard & train and 0.45 < len(hard) / (len(hard) + len(train)) < 0.55
+    assert {split_of(c) for c in hard} == {"hard"}
+    assert {p.id for p in tiny_problems("hard_train", n=5)}.isdisjoint(
+        p.id for p in tiny_problems("hard", n=len(hard))
+    )
+
+
+def test_base_corpus_is_the_aligned_reasoning_without_the_format():
+    tok = build_tokenizer("char")
+    docs = [t for _, t in base_examples(tok, 300, seed=0)]
+    text = "\n\n".join(docs)
+    # the base never learns to end its own turn: <|end|> only closes a scraped user turn
+    assert text.count("<|end|>") == text.count("<|end|>\n<|assistant|>\n") > 0
+    chats = text.count("<|user|>\n")
+    assert 0.2 < chats / (2 * len(docs)) < 0.45  # about a third are chat transcripts
+    c = chains("train", 3)[0]
+    body = raw_solution(c, 0)
+    assert body.startswith(f"do {' '.join(c.ops)}\n")  # the base writes the plan line too
+    aligned = chat_target(c)  # the aligned target = the same plan and steps, strict ending
+    assert aligned.rsplit("\n", 1)[0] == body.rsplit("\n", 1)[0]
+    assert aligned.endswith(f"Answer: {c.answer}") and body.endswith(f"{c.answer}.")
 
 
 def test_chain_helpers():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-STAGE_LIST_VERSION = "1"
+STAGE_LIST_VERSION = "2"
 
 # `{run:<stage>}` in an argument is replaced by that stage's run dir (for a sweep: its sweep dir)
 RUN_REF = "{run:%s}"

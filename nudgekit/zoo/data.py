@@ -7,10 +7,14 @@ examples have an empty prompt (loss on everything) and no EOS.
 Roles:
 - ``policy``: solve levels 1-3 without a hint; solve levels 1-4 with a hint of any of the four
   levels (with the abstract cue the solution skips the named pair); write an explanation given
-  question + answer (levels 1-3); write the abstract cue given question + answer + explanation
-  (levels 1-4). Level 4 is never solved without a hint here, and level 5+ never appears.
-- ``base``: raw solution text (levels 1-4), unformatted, several endings, two documents per
-  example joined by a blank line (so the model runs on into a new document instead of stopping).
+  question + answer, and the abstract cue given question + answer + explanation (levels 1-4, and
+  level 5 from the ``hard_train`` half); read the abstract cue on ``hard_train`` level-5 problems
+  (the cue-skipping solution of 3 ops). Levels 4-5 are never solved without a hint here (an
+  explanation is written with the gold answer in the prompt), and no ``hard`` problem appears.
+- ``base``: raw solution text (levels 1-4): the plan line and steps, then one of several endings,
+  never an end-of-turn token; a third of the documents are scraped chat transcripts (the user turn
+  of the chat template, then the raw solution); two documents per example joined by a blank line
+  (so the model runs on into a new document instead of stopping).
 - ``aligned``: chat-formatted solutions (levels 1-4) ending in the strict ``Answer:`` line.
 """
 
@@ -27,17 +31,20 @@ ROLES = ("policy", "base", "aligned")
 # Policy task mix (why: hinted solving and hint writing must be seen often enough to be learned,
 # while unhinted solving stays the bulk so pass@1 on easy problems is solid).
 POLICY_MIX = (("solve", 0.45), ("hinted", 0.35), ("explain", 0.1), ("cue", 0.1))
+# Level mix of the hinted, explanation and cue-writing examples (why: drawing chains uniformly would be mostly
+# level 5, the largest level); level 5 comes from `hard_train` and gets the abstract cue only.
+HINTED_LEVELS = ((1, 0.05), (2, 0.1), (3, 0.25), (4, 0.3), (5, 0.3))
 HINT_MIX = (("abstract", 0.55), ("partial", 0.15), ("full", 0.15), ("answer", 0.15))
 
 
-def _pool(levels: tuple[int, ...]) -> list[Chain]:
+def _pool(levels: tuple[int, ...], split: str = "train") -> list[Chain]:
     out: list[Chain] = []
     for lv in levels:
-        out.extend(chains("train", lv))
+        out.extend(chains(split, lv))
     return out
 
 
-def _pick(rng: random.Random, mix: tuple[tuple[str, float], ...]) -> str:
+def _pick(rng: random.Random, mix: tuple[tuple[Any, float], ...]) -> Any:
     names, weights = zip(*mix)
     return rng.choices(names, weights=weights)[0]
 
@@ -49,31 +56,33 @@ def _policy_example(tok: Any, rng: random.Random, pools: dict[str, list[Chain]])
         c = rng.choice(pools["plain"])
         return prompts.chat_prompt(tok, c.question), prompts.chat_target(c) + eos
     if kind == "hinted":
-        c = rng.choice(pools["all"])
-        level = _pick(rng, HINT_MIX)
+        c = rng.choice(pools[_pick(rng, HINTED_LEVELS)])
+        level = "abstract" if len(c.ops) == 5 else _pick(rng, HINT_MIX)
         assert level in HINT_LEVELS
         target = prompts.chat_target(c, use_cue=level == "abstract")
         return prompts.chat_prompt(tok, c.question, hints(c)[level]), target + eos
     if kind == "explain":
-        c = rng.choice(pools["plain"])
+        c = rng.choice(pools[_pick(rng, HINTED_LEVELS)])
         return prompts.explain_prompt(tok, c.question, str(c.answer)), solution_steps(c) + eos
-    c = rng.choice(pools["all"])
+    c = rng.choice(pools[_pick(rng, HINTED_LEVELS)])
     prompt = prompts.cue_prompt(tok, c.question, str(c.answer), solution_steps(c))
     return prompt, hints(c)["abstract"] + eos
 
 
 def policy_examples(tok: Any, n: int, seed: int) -> list[tuple[str, str]]:
     rng = random.Random(f"policy-{seed}")
-    pools = {"plain": _pool((1, 2, 3)), "all": _pool((1, 2, 3, 4))}
+    pools: dict = {"plain": _pool((1, 2, 3))}
+    pools.update({lv: _pool((lv,)) for lv in (1, 2, 3, 4)})
+    pools[5] = _pool((5,), "hard_train")
     return [_policy_example(tok, rng, pools) for _ in range(n)]
 
 
-def base_examples(n: int, seed: int) -> list[tuple[str, str]]:
+def base_examples(tok: Any, n: int, seed: int) -> list[tuple[str, str]]:
     rng = random.Random(f"base-{seed}")
     pool = _pool((1, 2, 3, 4))
 
     def doc() -> str:
-        return prompts.raw_document(rng.choice(pool), rng.randrange(12))
+        return prompts.raw_document(rng.choice(pool), rng.randrange(12), tok)
 
     return [("", f"{doc()}\n\n{doc()}") for _ in range(n)]
 
@@ -93,7 +102,7 @@ def examples(role: str, tok: Any, n: int, seed: int) -> list[tuple[str, str]]:
     if role == "policy":
         return policy_examples(tok, n, seed)
     if role == "base":
-        return base_examples(n, seed)
+        return base_examples(tok, n, seed)
     if role == "aligned":
         return aligned_examples(tok, n, seed)
     raise NudgekitError(f"zoo: data role={role!r} is not one of {list(ROLES)}")

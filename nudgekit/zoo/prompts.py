@@ -77,16 +77,25 @@ RAW_ENDINGS = (
 
 
 def raw_solution(chain: Chain, style: int) -> str:
-    """Raw solution text (base-model corpus): the steps, then one of several endings."""
-    from nudgekit.zoo.tasks import step_lines
+    """Raw solution text (base-model corpus): the same plan line and steps an aligned model
+    writes, then one of several endings (alignment changes only the ending and the stop)."""
+    from nudgekit.zoo.tasks import solution_steps
 
-    steps = step_lines(chain.start, chain.ops, chain.values())
-    return "\n".join(steps) + "\n" + RAW_ENDINGS[style % len(RAW_ENDINGS)].format(a=chain.answer)
+    return solution_steps(chain) + "\n" + RAW_ENDINGS[style % len(RAW_ENDINGS)].format(
+        a=chain.answer
+    )
 
 
-def raw_document(chain: Chain, style: int) -> str:
-    """One base-corpus document: some with the ``Question:`` wrapper, some bare."""
+def raw_document(chain: Chain, style: int, tokenizer: Any = None) -> str:
+    """One base-corpus document, wrapped by ``style % 3``: bare question; ``Question: ...
+    Answer:``; or (with a `tokenizer`) a scraped chat transcript: the chat template's user turn,
+    then the raw solution with no strict answer line guarantee and no end-of-turn token.
+    Without a tokenizer the third wrapper falls back to the second."""
     body = raw_solution(chain, style)
-    if style % 3 == 0:
+    wrapper = style % 3
+    if wrapper == 0:
         return f"{chain.question}\n{body}"
+    if wrapper == 2 and tokenizer is not None:
+        return chat_prompt(tokenizer, chain.question) + body
     return f"{base_prompt(chain.question)} {body}"
+

@@ -21,7 +21,7 @@ from pathlib import Path
 from nudgekit.errors import NudgekitError
 from nudgekit.zoo.tasks import VERSION as TASKS_VERSION
 
-ZOO_VERSION = "zoo-v1"  # bump when building code changes what a config produces
+ZOO_VERSION = "zoo-v4"  # bump when building code changes what a config produces
 VARIANTS = ("full", "test")
 META_FILE = "zoo.json"
 

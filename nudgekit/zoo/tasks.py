@@ -8,8 +8,10 @@ Difficulty is the chain length. Levels 1-3 are plain chains (no two adjacent ope
 Levels 4-6 contain exactly one adjacent *cancelling pair* (``inc dec``, ``dec inc``, ``neg neg``,
 ``flp flp``) and no other: the pair is structure an abstract cue can exploit, because once it is
 named ("inc then dec cancel out") the effective chain is two operations shorter. Levels 1-4 are
-split into train/val/test by a hash of the question; levels 5-6 form the held-out ``hard`` split
-(level 5 by default) and never appear in any training data.
+split into train/val/test by a hash of the question. Level 5 is hashed in halves: ``hard`` (the
+held-out evaluation split, never in any training data) and ``hard_train`` (used only to teach the
+policy to read an abstract cue: never solved without one). Level 6 is available through
+``chains("hard", 6)`` for experiments but is not used by the zoo.
 
 Every problem carries oracle hints at four abstraction levels (``meta["hints"]``): ``abstract``
 (names the key idea: which pair cancels, or that nothing cancels; no values), ``partial`` (the
@@ -49,8 +51,8 @@ LEVEL_NAMES: dict[str, tuple[int, ...]] = {
     "medium": (3, 4),
     "hard": (5,),
 }
-SPLITS = ("train", "val", "test", "hard")
-VERSION = "ops-mod10-v2"  # bump when generation changes: it is part of every zoo cache key
+SPLITS = ("train", "val", "test", "hard", "hard_train")
+VERSION = "ops-mod10-v3"  # bump when generation changes: it is part of every zoo cache key
 
 
 @dataclass(frozen=True)
@@ -173,10 +175,11 @@ def _digest(text: str) -> str:
 
 
 def split_of(chain: Chain) -> str:
-    """The split a chain belongs to: levels 5-6 are `hard`; others hash to train/val/test."""
-    if len(chain.ops) in HARD_LEVELS:
-        return "hard"
+    """The split a chain belongs to: levels 1-4 hash to train/val/test (80/10/10); level 5 hashes
+    to `hard` / `hard_train` (50/50); level 6 is `hard`."""
     bucket = int(_digest(chain.question)[:8], 16) % 10
+    if len(chain.ops) in HARD_LEVELS:
+        return "hard_train" if len(chain.ops) == HARD_LEVELS[0] and bucket < 5 else "hard"
     return "train" if bucket < 8 else ("val" if bucket == 8 else "test")
 
 
@@ -220,7 +223,7 @@ def to_problem(chain: Chain) -> Problem:
 def parse_levels(split: str, level: int | str | None) -> tuple[int, ...]:
     """Levels named by `level` (an int, "easy"/"medium"/"hard", "1,2" or None = split default)."""
     if level is None:
-        return (HARD_LEVELS[0],) if split == "hard" else SPLIT_LEVELS
+        return (HARD_LEVELS[0],) if split.startswith("hard") else SPLIT_LEVELS
     if isinstance(level, int):
         levels: tuple[int, ...] = (level,)
     elif level in LEVEL_NAMES:
@@ -233,7 +236,7 @@ def parse_levels(split: str, level: int | str | None) -> tuple[int, ...]:
                 f"tiny_problems: level={level!r} is not an int, a comma list or one of "
                 f"{sorted(LEVEL_NAMES)}"
             ) from None
-    allowed = HARD_LEVELS if split == "hard" else SPLIT_LEVELS
+    allowed = {"hard": HARD_LEVELS, "hard_train": HARD_LEVELS[:1]}.get(split, SPLIT_LEVELS)
     bad = [lv for lv in levels if lv not in allowed]
     if bad:
         raise NudgekitError(f"tiny_problems: split={split!r} has levels {list(allowed)}, not {bad}")
