@@ -195,7 +195,9 @@ def test_writer_tables_from_run_dirs(tmp_path):
                       "nurl/frac_reward_zero_std_before": 0.75,
                       "nurl/frac_reward_zero_std_after": after} for s in (2, 3)]
             _write(dirs[name] / "metrics.jsonl", rows)
-            _write(dirs[name] / "summary.json", {"train/plateau_step": 1.0})
+            # the detector may fire again in stage 2: the table shows where stage 2 began
+            _write(dirs[name] / "summary.json", {"train/plateau_step": 3.0,
+                                                 "nurl/stage2_start": 1.0})
     for i, g in enumerate(("0.1", "0.5")):
         job = dirs["nudging_gamma"] / str(i)
         _write(job / "summary.json", {"nudging/accuracy": 0.1 * (i + 1),
@@ -211,5 +213,6 @@ def test_writer_tables_from_run_dirs(tmp_path):
     assert "| NuRL (2 runs) | 0.250 ± 0.000 | 0.500 ± 0.000 |" in nurl
     assert "| base (tiny-policy) (1 run) | 0.125 | 0.250 |" in nurl
     assert "| 1-1 | 0.750 | 0.250 | 0.250 |" in nurl  # NuRL after / before / continued
+    assert "| nurl_tiny_s0 | 1 |" in nurl and "stage 2 from step" in nurl
     nud = (tmp_path / "res" / "nudging.md").read_text()
     assert "| 0.5 | 0.200 |" in nud and "nudging_tiny`: no result (stage failed" in nud

@@ -28,17 +28,18 @@ def _int(v: float | None) -> int | None:
 
 
 def run_row(label: str, run_dir) -> list:
-    """One trained run: plateau, filter, stage-2 signal and hinting, val pass@1 start -> end."""
+    """One trained run: stage-2 start, filter, stage-2 signal and hinting, val pass@1 start -> end.
+    (`train/plateau_step` is not used: the detector keeps running in stage 2 and may fire there.)"""
     s, rows = read_json(run_dir / "summary.json"), read_metrics(run_dir)
     sig = signal_curve(rows, AFTER) or signal_curve(rows, PLAIN)
     before = signal_curve(rows, BEFORE)
-    return [label, _int(s.get("train/plateau_step")), _int(s.get("nurl/filter_kept")),
+    return [label, _int(s.get("nurl/stage2_start")), _int(s.get("nurl/filter_kept")),
             num(mean(before)), num(mean(sig)), num(_stage2_mean(rows, "nurl/groups_hinted"), 1),
             num(_stage2_mean(rows, "nurl/hinted_pass_rate")),
             f"{num(s.get('val/pass@1_initial'))} → {num(s.get('val/pass@1'))}"]
 
 
-RUN_HEADER = ["run", "stage-1 plateau step", "kept by 8/8 filter", "signal before hinting",
+RUN_HEADER = ["run", "stage 2 from step", "kept by 8/8 filter", "signal before hinting",
               "signal (after hinting)", "groups hinted / step", "hinted pass rate",
               "val pass@1 start → end"]
 

@@ -56,7 +56,7 @@ class Profile:
 
 # CPU seconds per stage on one thread (~ wall on an idle core), measured on the 2-core box with
 # /usr/bin/time at these budgets (experiments/README.md, "The stage list"); ablations per job
-_FULL_EST = {"zoo": 720, "check": 220, "grpo": 180, "nurl": 240, "continued": 185,
+_FULL_EST = {"zoo": 720, "check": 140, "grpo": 240, "nurl": 240, "continued": 185,
              "ablation": 65, "nudging": 115, "gamma": 270, "eval": 95}
 
 _NURL_FULL = ("budget.problems=256", "budget.steps=20")
