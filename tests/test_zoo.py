@@ -23,8 +23,8 @@ from nudgekit.zoo.tasks import (
     chain_of,
     chains,
     count_pairs,
-    parse_question,
     hints,
+    parse_question,
     split_of,
 )
 from nudgekit.zoo.tokenizers import build_tokenizer
@@ -167,7 +167,7 @@ def test_policy_training_data_never_sees_hard_problems_or_unhinted_level_4_5():
     tok = build_tokenizer("char")
     examples = policy_examples(tok, 800, seed=0)
     level5 = 0
-    for prompt, target in examples:
+    for prompt, _target in examples:
         q = re.search(r"Start \d: [a-z ]+", prompt).group(0).strip()
         chain = parse_question(q)
         assert split_of(chain) in ("train", "hard_train")  # never val, test or hard
