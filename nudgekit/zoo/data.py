@@ -1,4 +1,5 @@
-"""SFT examples for each zoo model role, drawn from the train split only.
+"""SFT examples for each zoo model role, drawn from the train split only (and, for the policy,
+the ``hard_train`` half of level 5; never val, test or ``hard``).
 
 An example is ``(prompt, target)``: loss is taken on the target tokens only. Chat examples are
 rendered with the model's own tokenizer chat template and end with its EOS token; base-corpus
