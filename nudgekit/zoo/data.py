@@ -32,8 +32,9 @@ ROLES = ("policy", "base", "aligned")
 # Policy task mix (why: hinted solving and hint writing must be seen often enough to be learned,
 # while unhinted solving stays the bulk so pass@1 on easy problems is solid).
 POLICY_MIX = (("solve", 0.45), ("hinted", 0.35), ("explain", 0.1), ("cue", 0.1))
-# Level mix of the hinted, explanation and cue-writing examples (why: drawing chains uniformly would be mostly
-# level 5, the largest level); level 5 comes from `hard_train` and gets the abstract cue only.
+# Level mix of the hinted, explanation and cue-writing examples (why: drawing chains uniformly
+# would be mostly level 5, the largest level); level 5 comes from `hard_train`, and its hinted
+# examples get the abstract cue only.
 HINTED_LEVELS = ((1, 0.05), (2, 0.1), (3, 0.25), (4, 0.3), (5, 0.3))
 HINT_MIX = (("abstract", 0.55), ("partial", 0.15), ("full", 0.15), ("answer", 0.15))
 
@@ -50,7 +51,7 @@ def _pick(rng: random.Random, mix: tuple[tuple[Any, float], ...]) -> Any:
     return rng.choices(names, weights=weights)[0]
 
 
-def _policy_example(tok: Any, rng: random.Random, pools: dict[str, list[Chain]]) -> tuple[str, str]:
+def _policy_example(tok: Any, rng: random.Random, pools: dict[Any, list[Chain]]) -> tuple[str, str]:
     kind = _pick(rng, POLICY_MIX)
     eos = tok.eos_token
     if kind == "solve":
@@ -72,7 +73,7 @@ def _policy_example(tok: Any, rng: random.Random, pools: dict[str, list[Chain]])
 
 def policy_examples(tok: Any, n: int, seed: int) -> list[tuple[str, str]]:
     rng = random.Random(f"policy-{seed}")
-    pools: dict = {"plain": _pool((1, 2, 3))}
+    pools: dict[Any, list[Chain]] = {"plain": _pool((1, 2, 3))}
     pools.update({lv: _pool((lv,)) for lv in (1, 2, 3, 4)})
     pools[5] = _pool((5,), "hard_train")
     return [_policy_example(tok, rng, pools) for _ in range(n)]

@@ -98,4 +98,3 @@ def raw_document(chain: Chain, style: int, tokenizer: Any = None) -> str:
     if wrapper == 2 and tokenizer is not None:
         return chat_prompt(tokenizer, chain.question) + body
     return f"{base_prompt(chain.question)} {body}"
-

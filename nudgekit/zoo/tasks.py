@@ -52,6 +52,8 @@ LEVEL_NAMES: dict[str, tuple[int, ...]] = {
     "hard": (5,),
 }
 SPLITS = ("train", "val", "test", "hard", "hard_train")
+# levels each held-out split can serve (the others serve SPLIT_LEVELS)
+HARD_SPLIT_LEVELS = {"hard": HARD_LEVELS, "hard_train": HARD_LEVELS[:1]}
 VERSION = "ops-mod10-v3"  # bump when generation changes: it is part of every zoo cache key
 
 
@@ -223,7 +225,7 @@ def to_problem(chain: Chain) -> Problem:
 def parse_levels(split: str, level: int | str | None) -> tuple[int, ...]:
     """Levels named by `level` (an int, "easy"/"medium"/"hard", "1,2" or None = split default)."""
     if level is None:
-        return (HARD_LEVELS[0],) if split.startswith("hard") else SPLIT_LEVELS
+        return (HARD_LEVELS[0],) if split in HARD_SPLIT_LEVELS else SPLIT_LEVELS
     if isinstance(level, int):
         levels: tuple[int, ...] = (level,)
     elif level in LEVEL_NAMES:
@@ -236,7 +238,7 @@ def parse_levels(split: str, level: int | str | None) -> tuple[int, ...]:
                 f"tiny_problems: level={level!r} is not an int, a comma list or one of "
                 f"{sorted(LEVEL_NAMES)}"
             ) from None
-    allowed = {"hard": HARD_LEVELS, "hard_train": HARD_LEVELS[:1]}.get(split, SPLIT_LEVELS)
+    allowed = HARD_SPLIT_LEVELS.get(split, SPLIT_LEVELS)
     bad = [lv for lv in levels if lv not in allowed]
     if bad:
         raise NudgekitError(f"tiny_problems: split={split!r} has levels {list(allowed)}, not {bad}")
