@@ -128,12 +128,23 @@ def test_stage_list(profile):
         assert s.name == "zoo_build" or "zoo_build" in s.deps or s.name.startswith("eval_")
         assert ("debug=tiny" in s.args) == (profile == "tiny")
     evals = [s for s in st if s.name.startswith("eval_") and s.name != "eval_base"]
-    assert len(evals) == 1 + len(p.nurl_seeds) + len(p.continued_seeds)
+    has_grpo = "grpo_tiny" in names
+    assert len(evals) == has_grpo + len(p.nurl_seeds) + len(p.continued_seeds)
     for e in evals:
         assert f"model.name_or_path={RUN_REF % e.deps[0]}/policy" in e.args
-    assert {s.name for s in st if s.multirun} == {
-        "ablation_nurl_gate", "ablation_nurl_hint_type", "ablation_nurl_source",
-        "ablation_nurl_hinted", "nudging_gamma"}
+    ablations = {"ablation_nurl_gate", "ablation_nurl_hint_type", "ablation_nurl_source",
+                 "ablation_nurl_hinted"}
+    has_gamma = p.groups is None or "gamma" in p.groups
+    assert {s.name for s in st if s.multirun} == ablations | ({"nudging_gamma"} if has_gamma else set())
+    if p.groups is not None:  # a restricted profile keeps exactly its groups
+        assert {s.group for s in st} == set(p.groups)
+
+
+def test_nurl_profile_runs_the_config_sizes():
+    st = {s.name: s for s in build_stages("nurl")}
+    assert not any(a.startswith("budget.") for s in st.values() for a in s.args)
+    assert {"nurl_tiny_s2", "grpo_tiny_continued_s2", "eval_nurl_tiny_s2"} <= set(st)
+    assert "grpo_tiny" not in st and "nudging_tiny" not in st
 
 
 def test_runpy_command_resolves_run_dirs(tmp_path):

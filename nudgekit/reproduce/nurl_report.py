@@ -97,7 +97,8 @@ def _passk_section(ctx: Context) -> tuple[str, dict]:
 
 
 def _ablation_section(ctx: Context) -> str:
-    text = "## Ablations (reduced size)\n\n"
+    size = " (reduced size)" if ctx.profile == "full" else ""
+    text = f"## Ablations{size}\n\n"
     for name in ctx.names("ablation"):
         d = ctx.dir(name)
         text += f"### {name.removeprefix('ablation_')}\n\n`{ctx.command(name)}`\n\n"

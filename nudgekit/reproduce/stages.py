@@ -49,6 +49,7 @@ class Profile:
     nurl_seeds: tuple[int, ...] = (0, 1, 2)
     continued_seeds: tuple[int, ...] = (0, 1, 2)
     est: dict[str, float] = field(default_factory=dict)
+    groups: frozenset[str] | None = None  # stage groups kept (None: all)
 
     def extra(self, group: str) -> tuple[str, ...]:
         return self.common + self.budgets.get(group, ())
@@ -95,7 +96,17 @@ TINY = Profile(
     est={**{k: 40.0 for k in _FULL_EST}, "zoo": 70.0, "ablation": 20.0, "gamma": 55.0},
 )
 
-PROFILES = {p.name: p for p in (FULL, TINY)}
+# the NuRL experiments at their config sizes (no budget cuts): 3 seeds of nurl_tiny and
+# grpo_tiny_continued, the four ablation sweeps, and the hard-split evaluations; ~1 h on 2 cores
+NURL = Profile(
+    name="nurl",
+    common=("logger=disabled",),
+    budgets={},
+    est={**_FULL_EST, "nurl": 330, "continued": 300, "ablation": 330, "eval": 150},
+    groups=frozenset({"zoo", "nurl", "continued", "ablation", "eval"}),
+)
+
+PROFILES = {p.name: p for p in (FULL, TINY, NURL)}
 
 # the ablation sweeps (conf/sweep/*.yaml) and their number of jobs (for the ETA)
 ABLATIONS = {"nurl_gate": 4, "nurl_hint_type": 4, "nurl_source": 2, "nurl_hinted": 2}
@@ -142,4 +153,9 @@ def build_stages(profile: str | Profile = "full") -> list[Stage]:
         _stage(p, "gamma", "nudging_gamma", ("experiment=nudging_tiny", "sweep=gamma"),
                ("zoo_build",), multirun=True),
     ]
-    return [zoo, check, *trained, *_evaluations(p, trained), *nudging]
+    stages = [zoo, check, *trained, *_evaluations(p, trained), *nudging]
+    if p.groups is None:
+        return stages
+    kept = [s for s in stages if s.group in p.groups]
+    names = {s.name for s in kept}
+    return [s for s in kept if all(d in names for d in s.deps)]

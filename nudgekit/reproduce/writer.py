@@ -84,7 +84,11 @@ def write_results(results: dict[str, StageResult], stages: list[Stage], out: Pat
                   profile: str = "full") -> list[Path]:
     """Write every report and plot into `out`; returns the files written."""
     ctx = Context(results=results, stages=stages, out=Path(out), profile=profile)
-    for section in (write_tinyworld, write_grpo, write_nurl, write_nudging):
-        section(ctx)
+    groups = {s.group for s in stages}
+    for section, needs in ((write_tinyworld, {"check"}), (write_grpo, {"grpo"}),
+                           (write_nurl, {"nurl", "continued", "ablation"}),
+                           (write_nudging, {"nudging", "gamma"})):
+        if needs & groups:  # a profile without these stages gets no empty report
+            section(ctx)
     write_index(ctx)
     return ctx.written
