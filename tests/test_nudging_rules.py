@@ -3,6 +3,8 @@ attribution spans and run statistics."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from nudgekit.nudging.attribution import (
@@ -24,6 +26,7 @@ from nudgekit.nudging.rules import (
     first_uncertain,
     is_repetition,
     repeated_suffix_length,
+    takeover_decided,
     trim_repeated_tail,
 )
 
@@ -70,6 +73,27 @@ def test_draft_of_newline_words():
 )
 def test_base_takes_over(word, token, prob, expected):
     assert base_takes_over(word, token, prob, gamma=0.3) is expected
+
+
+def test_takeover_decided_on_a_growing_word_agrees_with_the_whole_word():
+    """Deciding on the start of the next word never contradicts the decision on the whole word,
+    and it is decided at the latest when the word is complete."""
+    words = [" inc", " i", " in", " incr", " dec", " 7", " "]
+    tokens = [" inc", " in", " i", "inc", " d", " incre", " ", ""]
+    for word, token, prob in itertools.product(words, tokens, (0.1, 0.5)):
+        _check_growing_word(word, token, prob)
+    # decided as soon as the known start of the word settles it
+    assert takeover_decided(" x", False, " inc", 0.1, 0.3) is False
+    assert takeover_decided(" i", False, " inc", 0.1, 0.3) is None
+    assert takeover_decided(" inco", False, " inc", 0.1, 0.3) is True
+
+
+def _check_growing_word(word: str, token: str, prob: float) -> None:
+    whole = base_takes_over(word, token, prob, gamma=0.3)
+    for cut in range(1, len(word) + 1):
+        got = takeover_decided(word[:cut], False, token, prob, gamma=0.3)
+        assert got in (None, whole)
+    assert takeover_decided(word, True, token, prob, gamma=0.3) is whole
 
 
 def test_first_uncertain_and_chunk_kept():

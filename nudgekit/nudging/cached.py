@@ -11,11 +11,15 @@ on the same token ids, so in greedy mode it writes the same text; what changes i
   changed, which is at or just before the last word boundary: a word split differently by the two
   tokenizers, a leading space that merges into the next token, or an end-of-sequence that only
   one model has, all reduce to "re-feed from where the ids first differ".
-- **One base pass per draft.** All word boundaries of a draft are probed by feeding the draft
-  once and reading the base logits at every boundary. This is exact when each boundary's own
-  tokenisation is a prefix of the whole draft's (true for byte-level BPE and character
-  tokenizers, whose pre-tokenizers split before a space); a boundary where it is not is probed
-  on its own, as the reference would.
+- **The base works while the nudging model drafts.** A question may ask both models for a token
+  in the same tick. Each word boundary of the draft is probed as soon as the draft has written
+  enough of the next word to decide the takeover rule, and once the base has taken over it starts
+  its completion while the nudging model finishes the K-token draft (which the reference needs
+  whole, to see whether it ends the answer). If the draft does end with end-of-sequence, the
+  base's speculative work is thrown away (its cache rolls back), exactly as the reference never
+  probes such a draft. A round therefore takes about max(K, probes + completion) ticks instead of
+  K + 1 + completion. Every boundary is probed on its own ids, as in the reference, so a boundary
+  that a tokenizer splits differently alone than inside the draft needs no special case.
 - **Lazy chunks.** The reference generates whole K-token chunks and then cuts them at the first
   token below gamma; here a chunk stops at that token unless the chunk's text could still turn
   out to repeat what the base just wrote (the reference's "chunk already written" rule), in
@@ -42,8 +46,8 @@ from nudgekit.errors import NudgekitError
 from nudgekit.nudging.attribution import BASE, NUDGE, NudgeOutput, Transcript, finish
 from nudgekit.nudging.kv import RowCache, SyncRequest
 from nudgekit.nudging.reference import check_settings
-from nudgekit.nudging.rules import Chunk, Draft, RepeatState, base_takes_over, is_repetition
-from nudgekit.nudging.text import encode, eos_ids, pieces
+from nudgekit.nudging.rules import Chunk, Draft, RepeatState, is_repetition, takeover_decided
+from nudgekit.nudging.text import PieceStream, encode, eos_ids, pieces
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,29 @@ class Side:
         return out
 
 
-# A question's program yields (side, request) and is sent back the picks for that request.
-Program = Generator[tuple[Side, SyncRequest], dict[int, Pick], NudgeOutput]
+Request = tuple[Side, SyncRequest]
+# A question's program yields the requests of one tick (at most one per model) and is sent back
+# the picks for each, in order; its helpers each use one model and yield one request at a time.
+Program = Generator[list[Request], list[dict[int, Pick]], NudgeOutput]
+Single = Generator[Request, dict[int, Pick], Any]
+WAIT = None  # what a base task yields while the draft has not yet written what it needs
+
+
+class LiveDraft:
+    """A nudging draft while it is being written: its tokens' texts so far, then the `Chunk`."""
+
+    def __init__(self, side: Side, ids: list[int]) -> None:
+        self.ids = ids
+        self._stream = PieceStream(side.tok, ids)
+        self.text = ""
+        self.chunk: Chunk | None = None
+
+    def add(self, token: int) -> None:
+        self.text += self._stream.add(token)
+
+    @property
+    def done(self) -> bool:
+        return self.chunk is not None
 
 
 class CachedNudgingDecoder:
@@ -141,7 +166,6 @@ class CachedNudgingDecoder:
         self.seed, self.batch_size = seed, batch_size
         self.base_tok, self.nudging_tok = base.tokenizer, nudging.tokenizer
         self.forwards = {"base": 0, "nudging": 0}  # forward passes of the last decode call
-        self.solo_probes = 0  # boundaries probed on their own (tokenised differently alone)
 
     def count(self, text: str) -> int:
         """Output tokens of `text` (base tokenizer)."""
@@ -161,7 +185,8 @@ class CachedNudgingDecoder:
         base = Side(self.base_lm, batch, self.base_t, self.top_p, self.seed)
         nudge = Side(self.nudging_lm, batch, self.nudging_t, self.top_p, self.seed + 1)
         results: list[NudgeOutput | None] = [None] * n
-        running: dict[int, tuple[int, Program, tuple[Side, SyncRequest]]] = {}
+        # row -> [question, program, this tick's requests, their picks so far]
+        running: dict[int, list] = {}
         queue = iter(range(n))
 
         def launch(row: int) -> None:
@@ -169,28 +194,37 @@ class CachedNudgingDecoder:
                 base.start(row, base_prompts[q], q)
                 nudge.start(row, nudging_prompts[q], q)
                 program = self._program(row, base, nudge)
-                try:
-                    running[row] = (q, program, next(program))
+                if advance(row, q, program, None):
                     return
-                except StopIteration as done:  # cannot happen before any model call, but safe
-                    results[q] = done.value
+
+        def advance(row: int, q: int, program: Program, picks) -> bool:
+            """Send `picks`; True while the question still runs."""
+            try:
+                wants = next(program) if picks is None else program.send(picks)
+            except StopIteration as done:
+                results[q] = done.value
+                running.pop(row, None)
+                return False
+            running[row] = [q, program, wants, [None] * len(wants)]
+            return True
 
         for row in range(batch):
             launch(row)
         while running:
+            # one forward per model; a row whose requests are all answered moves on at once, so
+            # it can use the base model in the same tick as the nudging model
             for side in (nudge, base):
-                rows = [r for r, (_, _, (s, _)) in running.items() if s is side]
-                if not rows:
+                asks = [(r, k) for r, st in running.items() for k, (s, _) in enumerate(st[2])
+                        if s is side and st[3][k] is None]  # fmt: skip
+                if not asks:
                     continue
-                picks = side.serve([running[r][2][1] for r in rows])
-                for row, pick in zip(rows, picks):
-                    q, program, _ = running[row]
-                    try:
-                        running[row] = (q, program, program.send(pick))
-                    except StopIteration as done:
-                        results[q] = done.value
-                        del running[row]
-                        launch(row)
+                picks = side.serve([running[r][2][k][1] for r, k in asks])
+                for (r, k), pick in zip(asks, picks):
+                    running[r][3][k] = pick
+                for r in dict.fromkeys(r for r, _ in asks):
+                    q, program, _, got = running[r]
+                    if all(p is not None for p in got) and not advance(r, q, program, got):
+                        launch(r)
         self.forwards = {"base": base.cache.forwards, "nudging": nudge.cache.forwards}
         return results  # type: ignore[return-value]
 
@@ -201,25 +235,87 @@ class CachedNudgingDecoder:
         out, repeats, rounds, stop = Transcript(), RepeatState(), 0, None
         while self.count(out.text) < self.max_new_tokens and rounds < self.max_rounds:
             rounds += 1
-            draft = yield from self._generate(nudge, row, nudge.encode(row, out.text), self.k)
-            if draft.eos:
-                out.add(draft.text, NUDGE)
+            draft = LiveDraft(nudge, nudge.encode(row, out.text))
+            writing = self._generate(nudge, row, draft.ids, self.k, live=draft)
+            turn = self._base_turn(base, row, out.text, draft, repeats)
+            takeover, written = yield from self._together(writing, turn, draft)
+            if draft.chunk.eos:  # the base's speculative work (if any) is discarded
+                out.add(draft.chunk.text, NUDGE)
                 stop = "nudging_eos"
                 break
-            words = Draft.parse(draft.text)
-            takeover, probe_ids, pick = yield from self._probe(base, row, out.text, words)
-            kept = words.accepted(takeover)
+            kept = Draft.parse(draft.chunk.text).accepted(takeover)
             repeats, repeated = repeats.update(kept)
             if repeated:
                 stop = "repeated_nudging_words"
                 break
             out.add(kept, NUDGE)
-            if takeover is None or pick.token in base.eos:
-                continue
-            written = yield from self._base_completion(base, row, out.text, probe_ids, pick.token)
             out.add(written, BASE)
         spent = self.count(out.text) >= self.max_new_tokens
         return finish(out, stop, rounds, spent, self.base_tok, self.nudging_tok)
+
+    @staticmethod
+    def _together(writing: Single, turn: Generator, draft: LiveDraft):
+        """Run the nudging draft and the base's turn side by side, one request each per tick.
+
+        `turn` yields WAIT while it needs more of the draft; it is stopped if the draft ends with
+        end-of-sequence (the reference would not have probed that draft). Returns `turn`'s value
+        (`(None, "")` after such a stop).
+        """
+        d_req, b_req, b_out = next(writing), next(turn), None
+        while not (draft.done and (b_out is not None or draft.chunk.eos)):
+            asks = ([d_req] if not draft.done else []) + ([b_req] if b_out is None and b_req else [])
+            picks = iter((yield asks))
+            if not draft.done:
+                try:
+                    d_req = writing.send(next(picks))
+                except StopIteration as done:
+                    draft.chunk = done.value
+            if b_out is None and not (draft.done and draft.chunk.eos):
+                try:  # a waiting turn looks at the draft again
+                    b_req = turn.send(next(picks) if b_req else None)
+                except StopIteration as done:
+                    b_out = done.value
+        turn.close()
+        return b_out if b_out is not None else (None, "")
+
+    def _base_turn(self, base: Side, row: int, output: str, draft: LiveDraft, repeats: RepeatState):
+        """Probe the draft's boundaries as they appear; after a takeover, the base completion.
+
+        Returns:
+            `(word index of the takeover or None, the base text)`; no text when the base's token
+            at the takeover is end-of-sequence or the kept words would stop the question.
+        """
+        j = 1
+        while True:
+            words = Draft.parse(draft.text)
+            if len(words.words) <= j:  # word j has not started
+                if draft.done:
+                    return None, ""
+                yield WAIT
+                continue
+            complete = draft.done or len(words.words) > j + 1
+            if not words.words[j]:  # an empty word (double space) is never probed
+                if complete:
+                    j += 1
+                    continue
+                yield WAIT
+                continue
+            ids = base.encode(row, output + words.text_before(j))
+            pick = (yield base, SyncRequest(row, ids))[len(ids)]
+            text = "" if pick.token in base.eos else pieces(base.tok, ids, [pick.token])[0]
+            while (decided := takeover_decided(
+                words.next_word(j), complete, text, pick.prob, self.gamma)) is None:  # fmt: skip
+                yield WAIT
+                words = Draft.parse(draft.text)
+                complete = draft.done or len(words.words) > j + 1
+            if decided:
+                break
+            j += 1
+        kept = words.text_before(j)
+        if pick.token in base.eos or repeats.update(kept)[1]:
+            return j, ""
+        written = yield from self._base_completion(base, row, output + kept, ids, pick.token)
+        return j, written
 
     def _generate(
         self,
@@ -229,9 +325,11 @@ class CachedNudgingDecoder:
         max_new: int,
         until: Callable[[list[float], Callable[[], str]], bool] | None = None,
         lead: Sequence[int] = (),
-    ) -> Generator[tuple[Side, SyncRequest], dict[int, Pick], Chunk]:
+        live: LiveDraft | None = None,
+    ) -> Single:
         """Up to `max_new` tokens after `ids + lead` (lead: already chosen tokens of the chunk,
-        whose pieces are not returned). Stops at EOS, at `max_new`, or when `until` says so."""
+        whose pieces are not returned). Stops at EOS, at `max_new`, or when `until` says so;
+        `live` sees every token as it is chosen."""
         context = [*ids, *lead]
         new: list[int] = []
         probs: list[float] = []
@@ -242,6 +340,8 @@ class CachedNudgingDecoder:
             if pick.token in side.eos:
                 return self._chunk(side, ids, lead, new, probs, eos=True)
             new.append(pick.token)
+            if live is not None:
+                live.add(pick.token)
             if len(new) == max_new or (
                 until is not None
                 and until(probs, lambda: self._chunk(side, ids, lead, new, probs, False).text)
@@ -252,31 +352,6 @@ class CachedNudgingDecoder:
     def _chunk(side, ids, lead, new, probs, eos: bool) -> Chunk:
         texts = pieces(side.tok, ids, [*lead, *new])[len(lead) :]
         return Chunk(tuple(texts), tuple(probs), eos)
-
-    def _probe(self, base: Side, row: int, output: str, words: Draft):
-        """Probe every draft boundary in one base pass; the first takeover, if any.
-
-        Returns:
-            `(word index, the boundary's ids, the base pick there)`, or Nones without takeover.
-        """
-        points = words.probe_points()
-        if not points:
-            return None, None, None
-        targets = [base.encode(row, output + words.text_before(j)) for j in points]
-        full = targets[-1]
-        shared = [full[: len(t)] == t for t in targets]
-        wanted = [len(t) for t, ok in zip(targets, shared) if ok]
-        at_full = yield base, SyncRequest(row, full, wanted)
-        for j, ids, ok in zip(points, targets, shared):
-            # a boundary that tokenises differently on its own is probed alone
-            if not ok:
-                self.solo_probes += 1
-            picks = at_full if ok else (yield base, SyncRequest(row, ids))
-            pick = picks[len(ids)]
-            text = "" if pick.token in base.eos else pieces(base.tok, ids, [pick.token])[0]
-            if base_takes_over(words.next_word(j), text, pick.prob, self.gamma):
-                return j, ids, pick
-        return None, None, None
 
     def _base_completion(self, base: Side, row: int, output: str, probe_ids, first: int):
         """The base model's text after a takeover (the reference's `complete_with_base`)."""

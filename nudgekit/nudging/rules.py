@@ -88,6 +88,28 @@ def base_takes_over(next_word: str, token_text: str, top1_prob: float, gamma: fl
     return top1_prob >= gamma
 
 
+def takeover_decided(
+    word_start: str, word_complete: bool, token_text: str, top1_prob: float, gamma: float
+) -> bool | None:
+    """`base_takes_over` while the draft's next word may still be growing.
+
+    Args:
+        word_start: the next word as far as the draft has written it (with its leading space).
+        word_complete: no more characters can join it (a space followed, or the draft ended).
+        token_text, top1_prob, gamma: as in `base_takes_over`.
+
+    Returns:
+        The decision once no continuation of `word_start` can change it, else None.
+    """
+    if top1_prob >= gamma:
+        return True
+    if not token_text:
+        return False
+    if word_complete or len(word_start) >= len(token_text):
+        return word_start.startswith(token_text)
+    return None if token_text.startswith(word_start) else False
+
+
 def first_uncertain(top1_probs: list[float], gamma: float) -> int | None:
     """Index of the first token whose top-1 probability is below `gamma` (None: all confident)."""
     for i, p in enumerate(top1_probs):

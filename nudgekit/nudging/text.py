@@ -56,21 +56,32 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+class PieceStream:
+    """The text each token adds after `context`, one token at a time (see `pieces`)."""
+
+    def __init__(self, tokenizer: Any, context: Sequence[int]) -> None:
+        self.tokenizer = tokenizer
+        self.ctx = list(context[-CONTEXT_TOKENS:])
+        self.ids: list[int] = []
+        self.prev = tokenizer.decode(self.ctx, skip_special_tokens=True)
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        cur = self.tokenizer.decode(self.ctx + self.ids, skip_special_tokens=True)
+        # decoding more tokens can rewrite the tail (a completed multi-byte character)
+        cut = common_prefix(self.prev, cur) if not cur.startswith(self.prev) else len(self.prev)
+        self.prev = cur
+        return cur[cut:]
+
+
 def pieces(tokenizer: Any, context: Sequence[int], ids: Sequence[int]) -> list[str]:
     """The text each of `ids` adds after `context` (special tokens decode to "").
 
-    Joined, the pieces are the text of `ids` as it reads after `context`.
+    Joined, the pieces are the text of `ids` as it reads after `context`; a token's piece depends
+    only on the tokens before it, so the pieces of a prefix of `ids` are a prefix of these.
     """
-    ctx = list(context[-CONTEXT_TOKENS:])
-    prev = tokenizer.decode(ctx, skip_special_tokens=True)
-    out = []
-    for i in range(len(ids)):
-        cur = tokenizer.decode(ctx + list(ids[: i + 1]), skip_special_tokens=True)
-        # decoding more tokens can rewrite the tail (a completed multi-byte character)
-        cut = common_prefix(prev, cur) if not cur.startswith(prev) else len(prev)
-        out.append(cur[cut:])
-        prev = cur
-    return out
+    stream = PieceStream(tokenizer, context)
+    return [stream.add(i) for i in ids]
 
 
 def eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
