@@ -47,3 +47,13 @@ def test_scaling_defaults_cover_32_to_256_tokens():
     args = nudging_scaling.parse_args([])
     assert args.lengths == [32, 64, 128, 256] and args.batch == 16 and args.reps >= 2
     assert nudging_speed.parse_args(["--reps", "3"]).reps == 3
+
+
+def test_speed_ratios_cover_every_batch_size():
+    pairs = nudging_speed.ratio_pairs([1, 16, 64])
+    ref = nudging_speed.REF
+    assert pairs["reference time / cached b64 time"] == (ref, "cached, batch 64", False)
+    assert pairs["cached b64 / cached b1 throughput"] == ("cached, batch 64", "cached, batch 1", True)
+    assert pairs["cached b1 / base-only generate b1 throughput"][1] == (
+        "base-only model.generate, batch 1")
+    assert nudging_speed.parse_args([]).batches == [1, 16]

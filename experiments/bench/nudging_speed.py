@@ -141,20 +141,23 @@ def write(result: dict, stem: str, tag: str) -> Path:
     return path
 
 
+REF = "chunked reference (1 question at a time)"
+
+
+def cached_name(batch: int) -> str:
+    return f"cached, batch {batch}"
+
+
 def speed_runs(base, nudging, pb, pn, args) -> tuple[Runs, dict]:
     """The runs compared; `decoders` keeps the decoders for their counters."""
     kw = dict(gamma=args.gamma, chunk_tokens=args.chunk_tokens, max_new_tokens=args.max_new_tokens)
-    dec = {
-        "ref": ChunkedNudgingDecoder(base, nudging, **kw),
-        "b1": CachedNudgingDecoder(base, nudging, batch_size=1, **kw),
-        "b16": CachedNudgingDecoder(base, nudging, batch_size=16, **kw),
-    }
+    dec = {"ref": ChunkedNudgingDecoder(base, nudging, **kw)}
+    dec |= {b: CachedNudgingDecoder(base, nudging, batch_size=b, **kw) for b in args.batches}
     texts = lambda d: [o.text for o in d.decode(pb, pn)]  # noqa: E731
     m = args.max_new_tokens
-    runs = {
-        "chunked reference (1 question at a time)": lambda: texts(dec["ref"]),
-        "cached, batch 1": lambda: texts(dec["b1"]),
-        "cached, batch 16": lambda: texts(dec["b16"]),
+    runs = {REF: lambda: texts(dec["ref"])}
+    runs |= {cached_name(b): (lambda b=b: texts(dec[b])) for b in args.batches}
+    runs |= {
         "base-only hf engine, batch 1": lambda: engine_generate(base, pb, m, 1),
         "base-only hf engine, batch 16": lambda: engine_generate(base, pb, m, 16),
         "base-only model.generate, batch 1": lambda: hf_generate(base, pb, m, 1),
@@ -163,15 +166,19 @@ def speed_runs(base, nudging, pb, pn, args) -> tuple[Runs, dict]:
     return runs, dec
 
 
-RATIOS = {  # name -> (a, b, by throughput?)
-    "reference time / cached b16 time": ("chunked reference (1 question at a time)", "cached, batch 16", False),
-    "reference time / cached b1 time": ("chunked reference (1 question at a time)", "cached, batch 1", False),
-    "cached b16 / cached b1 throughput": ("cached, batch 16", "cached, batch 1", True),
-    "cached b1 / base-only generate b1 throughput": ("cached, batch 1", "base-only model.generate, batch 1", True),
-    "cached b1 / base-only hf engine b1 throughput": ("cached, batch 1", "base-only hf engine, batch 1", True),
-    "cached b16 / base-only generate b16 throughput": ("cached, batch 16", "base-only model.generate, batch 16", True),
-    "cached b16 / base-only hf engine b16 throughput": ("cached, batch 16", "base-only hf engine, batch 16", True),
-}  # fmt: skip
+def ratio_pairs(batches: list[int]) -> dict[str, tuple[str, str, bool]]:
+    """name -> (a, b, by throughput?) for every ratio the table reports."""
+    out = {f"reference time / cached b{b} time": (REF, cached_name(b), False) for b in batches}
+    lo, hi = min(batches), max(batches)
+    if hi > lo:
+        out[f"cached b{hi} / cached b{lo} throughput"] = (cached_name(hi), cached_name(lo), True)
+    for b in (1, 16):
+        if b in batches:
+            for side in ("generate", "hf engine"):
+                base = ("base-only model.generate" if side == "generate" else "base-only hf engine")
+                out[f"cached b{b} / base-only {side} b{b} throughput"] = (
+                    cached_name(b), f"{base}, batch {b}", True)
+    return out
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -183,6 +190,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--gamma", type=float, default=0.3)
     ap.add_argument("--chunk-tokens", type=int, default=16)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 16],
+                    help="batch sizes of the cached decoder (each its own run)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (all runs)")
     ap.add_argument("--tag", default="", help="suffix of the results file")
@@ -199,12 +208,11 @@ def main() -> None:
     seconds, outputs = measure(runs, args.reps)
     count = lambda texts: sum(len(encode(base.tokenizer, t)) for t in texts)  # noqa: E731
     tokens = {name: count(texts) for name, texts in outputs.items()}
-    ref = outputs["chunked reference (1 question at a time)"]
-    same = {
-        f"batch {b}": sum(x == y for x, y in zip(ref, outputs[f"cached, batch {b}"])) / len(ref)
-        for b in (1, 16)
-    }
-    ratios = {k: ratio(seconds, a, b, tokens if tp else None) for k, (a, b, tp) in RATIOS.items()}
+    ref = outputs[REF]
+    same = {f"batch {b}": sum(x == y for x, y in zip(ref, outputs[cached_name(b)])) / len(ref)
+            for b in args.batches}  # fmt: skip
+    pairs = ratio_pairs(args.batches)
+    ratios = {k: ratio(seconds, a, b, tokens if tp else None) for k, (a, b, tp) in pairs.items()}
     print_table(seconds, tokens)
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}")
@@ -220,7 +228,7 @@ def main() -> None:
             "ratios": ratios,
             "exact_match_vs_reference": same,
             "reference_engine_calls": dec["ref"].calls,
-            "cached_forwards_batch16": dec["b16"].forwards,
+            "cached_forwards": {f"batch {b}": dec[b].forwards for b in args.batches},
         },
         "nudging_speed",
         args.tag,
