@@ -47,11 +47,13 @@ TEXTS = [
 ]
 
 
-@pytest.mark.parametrize("forward_cost", [math.inf, 2.0])
-def test_sub_batch_forwards_match_fresh_and_whole_batch_forwards(base, forward_cost):
+@pytest.mark.parametrize("forward_cost, lean", [(math.inf, True), (2.0, True), (math.inf, False)])
+def test_sub_batch_forwards_match_fresh_and_whole_batch_forwards(base, forward_cost, lean):
+    """(`lean`: the model runs through `LeanForward`, or through its own forward.)"""
     model, tok = base.model, base.tokenizer
-    split = RowCache(model, batch=4, pad_id=tok.pad_token_id, forward_cost=forward_cost)
-    whole = RowCache(model, batch=4, pad_id=tok.pad_token_id, compact_slack=0)
+    split = RowCache(model, batch=4, pad_id=tok.pad_token_id, forward_cost=forward_cost, lean=lean)
+    assert (split.lean is not None) == lean
+    whole = RowCache(model, batch=4, pad_id=tok.pad_token_id, compact_slack=0, lean=lean)
     whole.store = None  # the whole-batch path: every forward runs over all four rows
     assert split.store is not None
     ids = [encode(tok, t) for t in TEXTS]

@@ -61,11 +61,14 @@ class Pick:
 class Side:
     """One model's half of the decoder: model, tokenizer, cache, prompts and sampling."""
 
-    def __init__(self, lm: Any, batch: int, temperature: float, top_p: float, seed: int):
+    def __init__(
+        self, lm: Any, batch: int, temperature: float, top_p: float, seed: int, lean: bool = True
+    ):
         self.model, self.tok = lm.model, lm.tokenizer
         self.eos = eos_ids(self.model, self.tok)
         pad = self.tok.pad_token_id
-        self.cache = RowCache(self.model, batch, int(pad if pad is not None else min(self.eos)))
+        pad = int(pad if pad is not None else min(self.eos))
+        self.cache = RowCache(self.model, batch, pad, lean=lean)
         self.prompts: list[str] = [""] * batch
         self.temperature, self.top_p, self.seed = temperature, top_p, seed
         self.gens: list[torch.Generator | None] = [None] * batch
@@ -137,6 +140,8 @@ class CachedNudgingDecoder:
         top_p: nucleus mass for both models when sampling.
         seed: seeds the per-question random streams (question i gets its own).
         batch_size: questions decoded at once.
+        lean_forward: run Llama/Qwen2 models through `models.lean.LeanForward` (same logits,
+            less Python per forward); False uses the `transformers` forward.
     """
 
     def __init__(
@@ -152,6 +157,7 @@ class CachedNudgingDecoder:
         top_p: float = 1.0,
         seed: int = 0,
         batch_size: int = 16,
+        lean_forward: bool = True,
     ) -> None:
         check_settings(gamma, chunk_tokens, max_new_tokens, max_rounds)
         if batch_size < 1:
@@ -163,7 +169,7 @@ class CachedNudgingDecoder:
         self.gamma, self.k = gamma, chunk_tokens
         self.max_new_tokens, self.max_rounds = max_new_tokens, max_rounds
         self.base_t, self.nudging_t, self.top_p = base_temperature, nudging_temperature, top_p
-        self.seed, self.batch_size = seed, batch_size
+        self.seed, self.batch_size, self.lean_forward = seed, batch_size, lean_forward
         self.base_tok, self.nudging_tok = base.tokenizer, nudging.tokenizer
         self.forwards = {"base": 0, "nudging": 0}  # forward passes of the last decode call
 
@@ -182,8 +188,9 @@ class CachedNudgingDecoder:
         if n == 0:
             return []
         batch = min(self.batch_size, n)
-        base = Side(self.base_lm, batch, self.base_t, self.top_p, self.seed)
-        nudge = Side(self.nudging_lm, batch, self.nudging_t, self.top_p, self.seed + 1)
+        lean = self.lean_forward
+        base = Side(self.base_lm, batch, self.base_t, self.top_p, self.seed, lean)
+        nudge = Side(self.nudging_lm, batch, self.nudging_t, self.top_p, self.seed + 1, lean)
         results: list[NudgeOutput | None] = [None] * n
         # row -> [question, program, this tick's requests, their picks so far]
         running: dict[int, list] = {}
@@ -263,7 +270,9 @@ class CachedNudgingDecoder:
         """
         d_req, b_req, b_out = next(writing), next(turn), None
         while not (draft.done and (b_out is not None or draft.chunk.eos)):
-            asks = ([d_req] if not draft.done else []) + ([b_req] if b_out is None and b_req else [])
+            asks = [] if draft.done else [d_req]
+            if b_out is None and b_req:
+                asks.append(b_req)
             picks = iter((yield asks))
             if not draft.done:
                 try:

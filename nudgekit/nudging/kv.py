@@ -66,6 +66,8 @@ class RowCache:
         forward_cost: a forward pass's fixed cost in row-tokens, which decides whether the
             feeding rows are split into several forwards by feed length (`rows.plan_groups`);
             the default (infinite) runs one forward per call over just the feeding rows.
+        lean: run supported models (Llama, Qwen2) through `models.lean.LeanForward`, the same
+            maths without the `transformers` module overhead; others always use their forward.
     """
 
     def __init__(
@@ -75,8 +77,11 @@ class RowCache:
         pad_id: int,
         compact_slack: int = 64,
         forward_cost: float = math.inf,
+        lean: bool = True,
     ) -> None:
         from transformers import DynamicCache
+
+        from nudgekit.models.lean import LeanForward
 
         self.model = model
         self.device = next(model.parameters()).device
@@ -94,6 +99,7 @@ class RowCache:
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._keep_kw = "logits_to_keep" in params
+        self.lean = LeanForward(model) if lean and LeanForward.supports(model) else None
         self.forwards = 0  # forward passes run (for benchmarks)
 
     @property
@@ -171,16 +177,20 @@ class RowCache:
             cache = self.cache
         else:
             cache = self.store.view(None if whole else index, width)
-        kwargs = {self._cache_kw: cache}
-        if self._keep_kw:
-            kwargs["logits_to_keep"] = keep
-        logits = self.model(
-            input_ids=ids.to(self.device),
-            attention_mask=self.mask if whole else self.mask[index],
-            position_ids=pos.to(self.device),
-            use_cache=True,
-            **kwargs,
-        ).logits
+        mask = self.mask if whole else self.mask[index]
+        if self.lean is not None:
+            logits = self.lean(ids.to(self.device), mask, pos.to(self.device), cache, keep)
+        else:
+            kwargs = {self._cache_kw: cache}
+            if self._keep_kw:
+                kwargs["logits_to_keep"] = keep
+            logits = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask,
+                position_ids=pos.to(self.device),
+                use_cache=True,
+                **kwargs,
+            ).logits
         self.forwards += 1
         if self.store is not None:
             self.store.write(cache, None if whole else index, width, ids.shape[1])
