@@ -179,6 +179,22 @@ def test_greedy_matches_hf_generate_with_left_padding(fixture, request):
             assert len(s.token_ids) == 12
 
 
+@pytest.mark.parametrize("fixture", ["tiny_qwen_dir", "tiny_llama_dir"])
+def test_lean_forward_samples_like_the_model_forward(fixture, request):
+    """The default lean forward and the model's own give the same samples and log-probs."""
+    path = request.getfixturevalue(fixture)
+    model, tok = load_model(path), load_tokenizer(path)
+    reqs = [GenerationRequest(p, n=3, max_new_tokens=10, seed=i, logprobs=True)
+            for i, p in enumerate(PROMPTS)]  # fmt: skip
+    lean, plain = HFEngine(model, tok), HFEngine(model, tok, lean=False)
+    a, b = lean.generate(reqs), plain.generate(reqs)
+    assert lean._lean is not None and plain._lean is None
+    assert [_ids(r) for r in a] == [_ids(r) for r in b]
+    for ra, rb in zip(a, b):
+        for sa, sb in zip(ra.samples, rb.samples):
+            assert sa.logprobs == pytest.approx(sb.logprobs, abs=1e-5)
+
+
 def test_top_p_samples_stay_in_nucleus(engine):
     tiny, nucleus = engine.generate(
         [
@@ -207,9 +223,9 @@ def test_mixed_requests_with_early_finishers(engine):
 
 
 def test_each_prompt_is_prefilled_once(engine):
-    shapes = []
-    hook = engine.model.register_forward_pre_hook(
-        lambda mod, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    shapes = []  # the ids every forward embeds (either forward path calls the embedding)
+    hook = engine.model.get_input_embeddings().register_forward_pre_hook(
+        lambda mod, args: shapes.append(tuple(args[0].shape))
     )
     try:
         engine.generate([GenerationRequest(p, n=4, max_new_tokens=3, seed=0) for p in PROMPTS[:2]])
@@ -275,9 +291,9 @@ def test_plan_micro_batches_splits_and_packs():
 def test_per_row_prefill_gives_the_same_samples(engine):
     reqs = [GenerationRequest(p, n=3, max_new_tokens=8, seed=i) for i, p in enumerate(PROMPTS)]
     per_row = HFEngine(engine.model, engine.tokenizer, max_batch_size=16, share_prefix=False)
-    shapes = []
-    hook = engine.model.register_forward_pre_hook(
-        lambda mod, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    shapes = []  # the ids every forward embeds (either forward path calls the embedding)
+    hook = engine.model.get_input_embeddings().register_forward_pre_hook(
+        lambda mod, args: shapes.append(tuple(args[0].shape))
     )
     try:
         unshared = per_row.generate(reqs)

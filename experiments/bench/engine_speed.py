@@ -1,5 +1,6 @@
 """Rollout generation speed, side by side in one process: nudgekit's `hf` engine (with and
-without the shared-prefix prefill) vs raw `model.generate(num_return_sequences=n)`.
+without the shared-prefix prefill; with its lean forward, the default, and with the model's own
+`transformers` forward) vs raw `model.generate(num_return_sequences=n)`.
 
 Same model, same tiny-world chat prompts, T=1, top_p=1 (top_k off), sampling until EOS or the
 token budget. Every setting (prompts per call x samples per prompt x new tokens) runs its three
@@ -34,7 +35,8 @@ from nudgekit.engines.hf import HFEngine  # noqa: E402
 from nudgekit.models import load_model, load_tokenizer  # noqa: E402
 from nudgekit.zoo import chat_prompt, resolve, tiny_problems  # noqa: E402
 
-SIDES = ("engine, shared prefix", "engine, per-row prefill", "model.generate")
+SIDES = ("engine, shared prefix", "engine, per-row prefill", "model.generate",
+         "engine, shared prefix, transformers forward")  # fmt: skip
 DEFAULT_SETTINGS = "16x8x64,16x8x128,1x8x64,1x8x128,16x1x64,16x1x128,1x1x64,1x1x128"
 
 
@@ -133,11 +135,13 @@ def main() -> None:
     model, tok = load_model(path, device=args.device), load_tokenizer(path)
     shared = HFEngine(model, tok, max_batch_size=128)
     per_row = HFEngine(model, tok, max_batch_size=128, share_prefix=False)
+    hf_forward = HFEngine(model, tok, max_batch_size=128, lean=False)
     prompts = [chat_prompt(tok, p.question) for p in tiny_problems("test", n=args.prompts)]
     sides = {
         SIDES[0]: lambda *a: run_engine(shared, *a),
         SIDES[1]: lambda *a: run_engine(per_row, *a),
         SIDES[2]: lambda *a: run_generate(shared, *a),
+        SIDES[3]: lambda *a: run_engine(hf_forward, *a),
     }
     for fn in sides.values():  # warm-up
         fn(prompts[:2], 2, 2, 8, 0)

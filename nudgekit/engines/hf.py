@@ -107,6 +107,9 @@ class HFEngine:
         share_prefix: prefill each distinct prompt once and share its KV cache across its `n`
             samples; off prefills every sample row separately, as `generate` does (kept for
             benchmarks and as a fallback; samples are the same either way up to rounding).
+        lean: run an unwrapped Llama/Qwen2 model through `models.lean.LeanForward` (the same
+            logits without the `transformers` module overhead); a DDP/DeepSpeed-wrapped model
+            and other architectures always run their own forward.
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class HFEngine:
         eos_token_ids: Sequence[int] | None = None,
         add_special_tokens: bool = False,
         share_prefix: bool = True,
+        lean: bool = True,
     ) -> None:
         if isinstance(model, (str, os.PathLike)):
             from nudgekit.models import ModelSpec
@@ -139,6 +143,8 @@ class HFEngine:
         self.progress = progress
         self.add_special_tokens = add_special_tokens
         self.share_prefix = share_prefix
+        self.lean = lean
+        self._lean = None  # the LeanForward of the current generate call, if any
         self.eos_token_ids = sorted(set(eos_token_ids or _default_eos_ids(self._core, tokenizer)))
         self.pad_id = _pad_id(tokenizer, self.eos_token_ids)
         self._anchor = list(tokenizer("a", add_special_tokens=False).input_ids)
@@ -166,6 +172,7 @@ class HFEngine:
 
         was_training = self.model.training  # a trainer may hand in its policy mid-training
         self.model.eval()
+        self._lean = self._lean_forward()
         try:
             for batch in tqdm(batches, desc="hf generate", disable=not self.progress):
                 self._run_batch(batch, requests, prompts, seeds, samples)
@@ -175,6 +182,28 @@ class HFEngine:
             GenerationResult(prompt_ids=p, samples=list(s))  # type: ignore[arg-type]
             for p, s in zip(prompts, samples)
         ]
+
+    def _lean_forward(self):
+        from nudgekit.models.lean import LeanForward
+
+        plain = self.model is self._core  # a wrapper (ZeRO-3) may hold partitioned weights
+        if self.lean and plain and LeanForward.supports(self._core):
+            return LeanForward(self._core)
+        return None
+
+    def _forward(self, ids, mask, pos, cache, keep: bool) -> torch.Tensor:
+        """Logits of the last position `[b, V]` (`keep`: compute only that position's)."""
+        if self._lean is not None:
+            return self._lean(ids, mask, pos, cache, 1)[:, -1, :]
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            use_cache=True,
+            **{self._cache_kw: cache},
+            **(self._last_logits_only if keep else {}),
+        )
+        return out.logits[:, -1, :]
 
     def _prompt_ids(self, index: int, req: GenerationRequest) -> list[int]:
         where = f"request {index}"
@@ -229,15 +258,7 @@ class HFEngine:
         ids, mask = ids.to(self.device), mask.to(self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self._core.config)
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=pos,
-            use_cache=True,
-            **{self._cache_kw: cache},
-            **self._last_logits_only,
-        )
-        return cache, out.logits[:, -1, :], mask, pos[:, -1]
+        return cache, self._forward(ids, mask, pos, cache, keep=True), mask, pos[:, -1]
 
     def _decode(self, cache, logits, mask, last_pos, row_reqs, row_seeds) -> _Rows:
         """Sample until every row hits EOS, a stop string or its token budget."""
@@ -289,13 +310,7 @@ class HFEngine:
                 full = True
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
             last_pos = last_pos + 1
-            logits = self.model(
-                input_ids=ids.unsqueeze(-1),
-                attention_mask=mask,
-                position_ids=last_pos.unsqueeze(-1),
-                use_cache=True,
-                **{self._cache_kw: cache},
-            ).logits[:, -1, :]
+            logits = self._forward(ids.unsqueeze(-1), mask, last_pos.unsqueeze(-1), cache, False)
         return out
 
     def _check_stops(self, out: _Rows, live, code, row_reqs, stop_rows) -> torch.Tensor:
