@@ -47,7 +47,7 @@ bench: install ## speed benchmarks side by side (experiments/bench; results in e
 
 PROFILE ?= full
 REPRO_DIR ?= outputs/reproduce
-reproduce: install ## regenerate experiments/results/ (cached stages; PROFILE=tiny for minutes, REPRO_DIR=...)
+reproduce: install ## regenerate experiments/results/ (cached stages; PROFILE=tiny for minutes, PROFILE=nurl for the full-size NuRL runs, REPRO_DIR=...)
 	$(PY) -m nudgekit.reproduce --profile $(PROFILE) --root $(REPRO_DIR)
 
 clean: ## remove run outputs and caches (not the venv, not the zoo cache)

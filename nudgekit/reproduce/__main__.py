@@ -38,7 +38,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--root", default="outputs/reproduce", help="stage run dirs and logs")
     ap.add_argument("--results", default=None,
                     help="where the .md/.png go (default: experiments/results for the full "
-                         "profile, <root>/results-<profile> otherwise)")
+                         "profile, experiments/results/nurl_full for nurl, <root>/results-tiny "
+                         "for tiny)")
     ap.add_argument("--slots", type=int, default=2, help="stages run at the same time")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--list", action="store_true", help="print the stages and their keys, run none")
@@ -48,8 +49,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     root = Path(a.root).resolve()
+    where = PROFILES[a.profile].results
     results = Path(a.results) if a.results else (
-        ROOT / "experiments" / "results" if a.profile == "full" else root / f"results-{a.profile}")
+        ROOT / where if where else root / f"results-{a.profile}")
     stages = build_stages(a.profile)
     sched = Scheduler(stages, root, runpy_command(a.python), slots=a.slots, env=default_env(),
                       cwd=ROOT)

@@ -50,6 +50,7 @@ class Profile:
     continued_seeds: tuple[int, ...] = (0, 1, 2)
     est: dict[str, float] = field(default_factory=dict)
     groups: frozenset[str] | None = None  # stage groups kept (None: all)
+    results: str | None = None  # where the reports go, relative to the repo (None: the root)
 
     def extra(self, group: str) -> tuple[str, ...]:
         return self.common + self.budgets.get(group, ())
@@ -73,6 +74,7 @@ FULL = Profile(
         "eval": ("budget.problems=32",),
     },
     est=_FULL_EST,
+    results="experiments/results",
 )
 
 _TINY_NURL = ("debug=tiny", "data.n=8")
@@ -104,6 +106,7 @@ NURL = Profile(
     budgets={},
     est={**_FULL_EST, "nurl": 330, "continued": 300, "ablation": 330, "eval": 150},
     groups=frozenset({"zoo", "nurl", "continued", "ablation", "eval"}),
+    results="experiments/results/nurl_full",
 )
 
 PROFILES = {p.name: p for p in (FULL, TINY, NURL)}
