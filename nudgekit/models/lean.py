@@ -109,9 +109,10 @@ class LeanForward:
             v = _linear(x, att.v_proj).view(b, m, -1, hd).transpose(1, 2)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
             k, v = cache.update(k, v, i)
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, scale=att.scaling, enable_gqa=q.shape[1] != k.shape[1]
-            )
+            if q.shape[1] != k.shape[1]:  # grouped-query attention (torch 2.4 has no enable_gqa)
+                rep = q.shape[1] // k.shape[1]
+                k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=att.scaling)
             h = h + _linear(out.transpose(1, 2).reshape(b, m, -1), att.o_proj)
             x = _rms(h, ln2, self.eps)
             h = h + _linear(self.act(_linear(x, mlp.gate_proj)) * _linear(x, mlp.up_proj),
