@@ -191,8 +191,8 @@ class HFEngine:
             return LeanForward(self._core)
         return None
 
-    def _forward(self, ids, mask, pos, cache, keep: bool) -> torch.Tensor:
-        """Logits of the last position `[b, V]` (`keep`: compute only that position's)."""
+    def _forward(self, ids, mask, pos, cache) -> torch.Tensor:
+        """Logits of the last position `[b, V]` (only that position's are computed)."""
         if self._lean is not None:
             return self._lean(ids, mask, pos, cache, 1)[:, -1, :]
         out = self.model(
@@ -201,7 +201,7 @@ class HFEngine:
             position_ids=pos,
             use_cache=True,
             **{self._cache_kw: cache},
-            **(self._last_logits_only if keep else {}),
+            **self._last_logits_only,
         )
         return out.logits[:, -1, :]
 
@@ -258,7 +258,7 @@ class HFEngine:
         ids, mask = ids.to(self.device), mask.to(self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self._core.config)
-        return cache, self._forward(ids, mask, pos, cache, keep=True), mask, pos[:, -1]
+        return cache, self._forward(ids, mask, pos, cache), mask, pos[:, -1]
 
     def _decode(self, cache, logits, mask, last_pos, row_reqs, row_seeds) -> _Rows:
         """Sample until every row hits EOS, a stop string or its token budget."""
@@ -310,7 +310,7 @@ class HFEngine:
                 full = True
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
             last_pos = last_pos + 1
-            logits = self._forward(ids.unsqueeze(-1), mask, last_pos.unsqueeze(-1), cache, False)
+            logits = self._forward(ids.unsqueeze(-1), mask, last_pos.unsqueeze(-1), cache)
         return out
 
     def _check_stops(self, out: _Rows, live, code, row_reqs, stop_rows) -> torch.Tensor:

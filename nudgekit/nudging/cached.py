@@ -114,15 +114,22 @@ class LiveDraft:
     def __init__(self, side: Side, ids: list[int]) -> None:
         self.ids = ids
         self._stream = PieceStream(side.tok, ids)
+        self.pieces: list[str] = []
         self.text = ""
         self.chunk: Chunk | None = None
 
     def add(self, token: int) -> None:
-        self.text += self._stream.add(token)
+        self.pieces.append(self._stream.add(token))
+        self.text += self.pieces[-1]
 
     @property
     def done(self) -> bool:
         return self.chunk is not None
+
+    def words(self) -> tuple[Draft, Callable[[int], bool]]:
+        """The draft so far cut into words, and whether word `j` can still grow."""
+        words = Draft.parse(self.text)
+        return words, lambda j: self.done or len(words.words) > j + 1
 
 
 class CachedNudgingDecoder:
@@ -296,15 +303,14 @@ class CachedNudgingDecoder:
         """
         j = 1
         while True:
-            words = Draft.parse(draft.text)
+            words, complete = draft.words()
             if len(words.words) <= j:  # word j has not started
                 if draft.done:
                     return None, ""
                 yield WAIT
                 continue
-            complete = draft.done or len(words.words) > j + 1
             if not words.words[j]:  # an empty word (double space) is never probed
-                if complete:
+                if complete(j):
                     j += 1
                     continue
                 yield WAIT
@@ -313,10 +319,9 @@ class CachedNudgingDecoder:
             pick = (yield base, SyncRequest(row, ids))[len(ids)]
             text = "" if pick.token in base.eos else pieces(base.tok, ids, [pick.token])[0]
             while (decided := takeover_decided(
-                words.next_word(j), complete, text, pick.prob, self.gamma)) is None:  # fmt: skip
+                words.next_word(j), complete(j), text, pick.prob, self.gamma)) is None:  # fmt: skip
                 yield WAIT
-                words = Draft.parse(draft.text)
-                complete = draft.done or len(words.words) > j + 1
+                words, complete = draft.words()
             if decided:
                 break
             j += 1
@@ -338,24 +343,27 @@ class CachedNudgingDecoder:
     ) -> Single:
         """Up to `max_new` tokens after `ids + lead` (lead: already chosen tokens of the chunk,
         whose pieces are not returned). Stops at EOS, at `max_new`, or when `until` says so;
-        `live` sees every token as it is chosen."""
+        `live` sees every token as it is chosen (and its pieces make the returned chunk)."""
         context = [*ids, *lead]
         new: list[int] = []
         probs: list[float] = []
+
+        def chunk(eos: bool) -> Chunk:
+            if live is not None:
+                return Chunk(tuple(live.pieces), tuple(probs), eos)
+            return self._chunk(side, ids, lead, new, probs, eos)
+
         while True:
             picks = yield side, SyncRequest(row, context + new)
             pick = picks[len(context) + len(new)]
             probs.append(pick.prob)
             if pick.token in side.eos:
-                return self._chunk(side, ids, lead, new, probs, eos=True)
+                return chunk(eos=True)
             new.append(pick.token)
             if live is not None:
                 live.add(pick.token)
-            if len(new) == max_new or (
-                until is not None
-                and until(probs, lambda: self._chunk(side, ids, lead, new, probs, False).text)
-            ):
-                return self._chunk(side, ids, lead, new, probs, eos=False)
+            if len(new) == max_new or (until is not None and until(probs, lambda: chunk(False).text)):
+                return chunk(eos=False)
 
     @staticmethod
     def _chunk(side, ids, lead, new, probs, eos: bool) -> Chunk:
