@@ -29,6 +29,7 @@ from nudgekit.nudging.rules import (
     takeover_decided,
     trim_repeated_tail,
 )
+from nudgekit.nudging.text import common_prefix
 
 
 def test_draft_words_keep_leading_spaces_and_empty_words():
@@ -210,3 +211,20 @@ def test_encode_fast_path_matches_the_tokenizer_call():
     ]
     for text in texts:  # the first _CHECKS go through __call__, the rest through the backend
         assert encode(tok, text) == tok(text, add_special_tokens=False).input_ids
+
+
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        ([], [], 0),
+        ([1, 2, 3], [], 0),
+        ([1, 2, 3], [1, 2, 3], 3),
+        ([1, 2, 3], [1, 2], 2),
+        ([1, 2, 3], (1, 2, 3, 4), 3),  # a tuple and a list
+        ([5, 2, 3], [1, 2, 3], 0),
+        (list(range(100)), list(range(57)) + [0] + list(range(58, 100)), 57),
+        (list(range(100)), list(range(99)) + [7], 99),
+    ],
+)
+def test_common_prefix(a, b, expected):
+    assert common_prefix(a, b) == expected == common_prefix(b, a)

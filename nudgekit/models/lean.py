@@ -47,8 +47,9 @@ class LeanForward:
         input_ids: `[b, m]` new tokens.
         attention_mask: `[b, W + m]` 1 for valid columns (cache columns, then the new block).
         position_ids: `[b, m]`.
-        cache: a `transformers` `DynamicCache` holding `W` columns; the new keys/values are
-            appended to it, as the model's own forward does.
+        cache: holds `W` columns; `cache.update(keys, values, layer)` takes the block's new
+            keys/values and returns the layer's `W + m` columns (a `transformers`
+            `DynamicCache` appends them, as the model's own forward does).
         logits_to_keep: logits for the last this many positions only (0: all).
 
     Returns:

@@ -153,12 +153,21 @@ class RowCache:
 
     def _groups(self, lengths: dict[int, int]) -> list[list[int]]:
         """The forward passes for rows feeding `lengths` tokens: only those rows, split by
-        `rows.plan_groups`; a cache whose rows cannot be moved runs over the whole batch."""
+        `rows.plan_groups`; a cache whose rows cannot be moved runs over the whole batch.
+
+        A group that leaves out few rows of a short block runs the whole batch instead (the
+        rows left out feed a hole): padding `(batch - n) * m` row-tokens, no more than one per
+        feeding row, costs less than gathering the group's caches out of the store.
+        """
         if not lengths:
             return []
+        batch = len(self.ids)
         if self.store is None:
-            return [list(range(len(self.ids)))]
-        return plan_groups(lengths, self.forward_cost)
+            return [list(range(batch))]
+        groups = plan_groups(lengths, self.forward_cost)
+        if len(groups) == 1 and (batch - len(lengths)) * max(lengths.values()) <= len(lengths):
+            return [list(range(batch))]
+        return groups
 
     def _forward(self, by_row, feeds: dict[int, int], rows: list[int]):
         """One forward over `rows` (sorted; all rows: the cache in place, no gather); rows not
@@ -173,10 +182,13 @@ class RowCache:
         full_block = torch.zeros((batch, ids.shape[1]), dtype=torch.long, device=self.device)
         full_block[index] = block_mask.to(self.device)
         self.mask = torch.cat([self.mask, full_block], dim=1)
+        sub = None if whole else index
         if self.store is None:
             cache = self.cache
+        elif self.lean is not None:  # writes its new columns into the store as it goes
+            cache = self.store.lean(sub, width)
         else:
-            cache = self.store.view(None if whole else index, width)
+            cache = self.store.view(sub, width)
         mask = self.mask if whole else self.mask[index]
         if self.lean is not None:
             logits = self.lean(ids.to(self.device), mask, pos.to(self.device), cache, keep)
@@ -192,30 +204,30 @@ class RowCache:
                 **kwargs,
             ).logits
         self.forwards += 1
-        if self.store is not None:
-            self.store.write(cache, None if whole else index, width, ids.shape[1])
+        if self.store is not None and self.lean is None:
+            self.store.write(cache, sub, width, ids.shape[1])
         return self._record(rows, new, feeds, wanted, logits, width)
 
     def _block(self, rows, new, feeds, wanted):
         """Input ids, block mask and positions `[len(rows), m]` (right-aligned feeds), and how
         many last columns' logits are needed."""
         m = max(len(v) for v in new.values())
-        ids = torch.full((len(rows), m), self.pad_id, dtype=torch.long)
-        block_mask = torch.zeros((len(rows), m), dtype=torch.long)
-        pos = torch.zeros((len(rows), m), dtype=torch.long)
+        ids, block_mask, pos = [], [], []
         first_col = m  # leftmost block column whose logits some row needs
-        for i, r in enumerate(rows):
+        for r in rows:
             if r not in new:
-                pos[i] = len(self.ids[r])  # masked; any position will do
+                ids.append([self.pad_id] * m)
+                block_mask.append([0] * m)
+                pos.append([len(self.ids[r])] * m)  # masked; any position will do
                 continue
             toks, start = new[r], feeds[r]
             off = m - len(toks)
-            ids[i, off:] = torch.tensor(toks)
-            block_mask[i, off:] = 1
-            pos[i, off:] = torch.arange(start, start + len(toks))
-            pos[i, :off] = start
+            ids.append([self.pad_id] * off + list(toks))
+            block_mask.append([0] * off + [1] * len(toks))
+            pos.append([start] * off + list(range(start, start + len(toks))))
             first_col = min(first_col, off + min(wanted[r]) - 1 - start)
-        return ids, block_mask, pos, m - first_col
+        as_tensor = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
+        return as_tensor(ids), as_tensor(block_mask), as_tensor(pos), m - first_col
 
     def _record(self, rows, new, feeds, wanted, logits, width: int):
         """Book the fed tokens and slots; the asked-for logits per row; keep the end logits."""

@@ -62,15 +62,27 @@ def can_split(config: Any) -> bool:
 class KVStore:
     """Every row's keys and values, per layer, in buffers `[batch, heads, capacity, dim]`.
 
-    A forward runs on a `DynamicCache` made by `view` (a copy of the group's rows, or for the
-    whole batch a view the model's own concatenation copies), and `write` puts only the new
-    columns back. Capacity doubles when full, so appending costs the new columns, not a copy of
-    the whole cache per forward as a growing `DynamicCache` does.
+    Two ways to run a forward on it:
+
+    - `lean(rows, width)` (for `models.lean.LeanForward`): a cache whose `update` writes the
+      block's new columns straight into the buffers and hands the model the rows' columns
+      `[0, width + m)`: one gather per layer (none for the whole batch), nothing to write back;
+    - `view(rows, width)` + `write(...)` (for a `transformers` forward): a `DynamicCache` holding a
+      copy of the rows' columns (the model concatenates the block to it), whose new columns
+      `write` puts back.
+
+    Capacity doubles when full, so appending costs the new columns, not a copy of the whole
+    cache per forward as a growing `DynamicCache` does. Columns never written are zeros (a
+    masked column must hold finite numbers: attention weighs it by exactly 0).
     """
 
     def __init__(self, config: Any, batch: int) -> None:
         self.config, self.batch = config, batch
         self.buffers: list[list[torch.Tensor]] = []  # per layer [keys, values]
+
+    def lean(self, rows: torch.Tensor | None, width: int) -> _StoreCache:
+        """The cache a lean forward of `rows` (None: all rows) runs on, `width` columns held."""
+        return _StoreCache(self, rows, width)
 
     def view(self, rows: torch.Tensor | None, width: int) -> Any:
         """A `DynamicCache` holding columns `[0, width)` of `rows` (None: all rows)."""
@@ -89,29 +101,49 @@ class KVStore:
 
     def write(self, cache: Any, rows: torch.Tensor | None, width: int, new: int) -> None:
         """Store the last `new` columns of `cache` (after a forward) at columns `width...`."""
-        if not self.buffers:
-            self.buffers = [[self._alloc(t, new) for t in (layer.keys, layer.values)]
-                            for layer in cache.layers]  # fmt: skip
-        for layer, pair in zip(cache.layers, self.buffers):
-            for j, t in enumerate((layer.keys, layer.values)):
-                if width + new > pair[j].shape[2]:
-                    grown = self._alloc(pair[j], 2 * (width + new))
-                    grown[:, :, :width] = pair[j][:, :, :width]
-                    pair[j] = grown
-                part = t[:, :, -new:]
-                if rows is None:
-                    pair[j][:, :, width : width + new] = part
-                else:
-                    pair[j][rows, :, width : width + new] = part
+        for i, layer in enumerate(cache.layers):
+            self.put(i, rows, width, layer.keys[:, :, -new:], layer.values[:, :, -new:])
+
+    def put(self, layer: int, rows: torch.Tensor | None, width: int, keys, values) -> list:
+        """Write one layer's new columns (`[len(rows), heads, m, dim]`) at `width...`; return
+        that layer's buffers."""
+        end = width + keys.shape[2]
+        if layer == len(self.buffers):
+            self.buffers.append([self._alloc(t, end) for t in (keys, values)])
+        pair = self.buffers[layer]
+        for j, new in enumerate((keys, values)):
+            if end > pair[j].shape[2]:
+                grown = self._alloc(pair[j], 2 * end)
+                grown[:, :, :width] = pair[j][:, :, :width]
+                pair[j] = grown
+            if rows is None:
+                pair[j][:, :, width:end] = new
+            else:
+                pair[j][rows, :, width:end] = new
+        return pair
 
     def compact(self, index: torch.Tensor, width: int) -> None:
-        """Keep, per row, the columns `index[row]` (`[batch, n]`) of `[0, width)`."""
+        """Keep, per row, the columns `index[row]` (`[batch, n]`) of `[0, width)`, in place
+        (the columns after them keep finite old values, masked until overwritten)."""
         for pair in self.buffers:
-            for j, t in enumerate(pair):
+            for t in pair:
                 cols = index[:, None, :, None].expand(t.shape[0], t.shape[1], -1, t.shape[3])
-                kept = t[:, :, :width].gather(2, cols)
-                pair[j] = self._alloc(t, 2 * index.shape[1] + 1)
-                pair[j][:, :, : index.shape[1]] = kept
+                t[:, :, : index.shape[1]] = t[:, :, :width].gather(2, cols)
 
     def _alloc(self, like: torch.Tensor, capacity: int) -> torch.Tensor:
         return like.new_zeros((self.batch, like.shape[1], max(capacity, 64), like.shape[3]))
+
+
+class _StoreCache:
+    """`update(keys, values, layer)` for `LeanForward` on a `KVStore` (see `KVStore.lean`)."""
+
+    def __init__(self, store: KVStore, rows: torch.Tensor | None, width: int) -> None:
+        self.store, self.rows, self.width = store, rows, width
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer: int):
+        pair = self.store.put(layer, self.rows, self.width, keys, values)
+        end = self.width + keys.shape[2]
+        if self.rows is None:
+            return pair[0][:, :, :end], pair[1][:, :, :end]
+        return (pair[0][:, :, :end].index_select(0, self.rows),
+                pair[1][:, :, :end].index_select(0, self.rows))
