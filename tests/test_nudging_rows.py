@@ -11,7 +11,7 @@ import torch
 from nudging_support import engine, model_dirs
 
 from nudgekit.nudging.kv import RowCache, SyncRequest
-from nudgekit.nudging.rows import plan_groups
+from nudgekit.nudging.rows import KVStore, plan_groups
 from nudgekit.nudging.text import encode
 
 
@@ -77,3 +77,28 @@ def test_sub_batch_forwards_match_fresh_and_whole_batch_forwards(base, forward_c
     assert torch.allclose(again[len(target)], fresh_logits(model, target), atol=1e-4)
     if forward_cost != math.inf:
         assert split.forwards > whole.forwards  # long and short feeds went in separate passes
+
+
+def block(batch: int, m: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 2, m, 3, generator=g), torch.randn(batch, 2, m, 3, generator=g)
+
+
+def test_store_writes_only_the_forward_rows_and_compacts_in_place():
+    store = KVStore(config=None, batch=3)
+    k0, v0 = block(3, 4, seed=5)
+    store.lean(None, 0).update(k0, v0, 0)
+    rows = torch.tensor([0, 2])
+    k1, v1 = block(2, 2, seed=6)
+    got_k, got_v = store.lean(rows, 4).update(k1, v1, 0)  # rows 0 and 2 feed two tokens
+    assert torch.equal(got_k, torch.cat([k0[[0, 2]], k1], dim=2))
+    assert torch.equal(got_v, torch.cat([v0[[0, 2]], v1], dim=2))
+    keys = store.buffers[0][0]
+    assert torch.equal(keys[1, :, 4:6], torch.zeros(2, 2, 3))  # row 1's hole stays zeros
+    # keep columns (1, 5) of row 0, (0, 1) of row 1, (4, 5) of row 2
+    index = torch.tensor([[1, 5], [0, 1], [4, 5]])
+    before = keys[:, :, :6].clone()
+    store.compact(index, 6)
+    for r in range(3):
+        assert torch.equal(store.buffers[0][0][r, :, :2], before[r, :, index[r]])
+    assert torch.isfinite(store.buffers[0][0]).all()

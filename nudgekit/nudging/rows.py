@@ -1,12 +1,12 @@
-"""Sub-batches for `RowCache`: which rows share a forward pass, and moving their KV in and out.
+"""Sub-batches for `RowCache`: which rows share a forward pass.
 
 In a nudging tick the rows want very different amounts of work from one model: most feed one
 token (a decode step) or nothing (they wait on the other model), a few feed tens of tokens (a
 draft to probe, or the shared text re-tokenised after the other model wrote). A forward over the
 whole batch pays for every row at the longest row's length, so rows that feed are grouped by
-length (`plan_groups`) and each group runs alone on a gathered copy of its rows' caches
-(`gather`), whose new columns are written back into the full cache (`scatter`); rows outside the
-group get a hole there, exactly as a row that feeds nothing in a whole-batch forward does.
+length (`plan_groups`) and each group runs alone on its rows' caches, gathered out of the
+`KVStore` that holds every row; rows outside the group get a hole there, exactly
+as a row that feeds nothing in a whole-batch forward does.
 """
 
 from __future__ import annotations
@@ -66,14 +66,14 @@ class KVStore:
 
     - `lean(rows, width)` (for `models.lean.LeanForward`): a cache whose `update` writes the
       block's new columns straight into the buffers and hands the model the rows' columns
-      `[0, width + m)`: one gather per layer (none for the whole batch), nothing to write back;
+      `[0, width + m)`: one gather per layer (none for the whole batch, which gets a view),
+      nothing to concatenate or write back;
     - `view(rows, width)` + `write(...)` (for a `transformers` forward): a `DynamicCache` holding a
       copy of the rows' columns (the model concatenates the block to it), whose new columns
       `write` puts back.
 
-    Capacity doubles when full, so appending costs the new columns, not a copy of the whole
-    cache per forward as a growing `DynamicCache` does. Columns never written are zeros (a
-    masked column must hold finite numbers: attention weighs it by exactly 0).
+    Capacity doubles when full, so appending costs the new columns. Columns never written are
+    zeros: a masked column must hold finite numbers, since attention weighs it by exactly 0.
     """
 
     def __init__(self, config: Any, batch: int) -> None:
@@ -145,5 +145,7 @@ class _StoreCache:
         end = self.width + keys.shape[2]
         if self.rows is None:
             return pair[0][:, :, :end], pair[1][:, :, :end]
-        return (pair[0][:, :, :end].index_select(0, self.rows),
-                pair[1][:, :, :end].index_select(0, self.rows))
+        return (
+            pair[0][:, :, :end].index_select(0, self.rows),
+            pair[1][:, :, :end].index_select(0, self.rows),
+        )
