@@ -15,7 +15,7 @@ rotary embedding computed by the model's own `rotary_emb`; `LeanForward.supports
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +23,9 @@ import torch.nn.functional as F
 SUPPORTED = ("llama", "qwen2")
 
 
-def _linear(x: torch.Tensor, lin: Any) -> torch.Tensor:
-    return F.linear(x, lin.weight, lin.bias)
-
-
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:  # one op, the same numbers
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
     dtype = x.dtype
     x = x.to(torch.float32)
     x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
@@ -63,13 +61,13 @@ class LeanForward:
 
         cfg = model.config
         self.model, self.inner = model, model.model
-        self.act = ACT2FN[cfg.hidden_act]
+        self.act = F.silu if cfg.hidden_act == "silu" else ACT2FN[cfg.hidden_act]
         self.eps = cfg.rms_norm_eps
-        self.layers = [
-            (layer.input_layernorm.weight, layer.self_attn,
-             layer.post_attention_layernorm.weight, layer.mlp)
-            for layer in self.inner.layers
-        ]  # fmt: skip
+        # the parameters themselves (not copies), looked up once: a module attribute lookup
+        # costs more than a small decode step's arithmetic
+        self.layers = [_Layer.of(layer) for layer in self.inner.layers]
+        self.norm = self.inner.norm.weight
+        self.head = (model.lm_head.weight, model.lm_head.bias)
 
     @staticmethod
     def supports(model: Any) -> bool:
@@ -98,26 +96,61 @@ class LeanForward:
     @torch.inference_mode()
     def __call__(self, input_ids, attention_mask, position_ids, cache, logits_to_keep: int = 0):
         b, m = input_ids.shape
-        h = self.inner.embed_tokens(input_ids)
+        h = self.inner.embed_tokens(input_ids)  # a module call: hooks on it still see ids
         cos, sin = self.inner.rotary_emb(h, position_ids)
         cos, sin = cos[:, None], sin[:, None]
         mask = self.mask(attention_mask, m)
-        for i, (ln1, att, ln2, mlp) in enumerate(self.layers):
-            x = _rms(h, ln1, self.eps)
-            hd = att.head_dim
-            q = _linear(x, att.q_proj).view(b, m, -1, hd).transpose(1, 2)
-            k = _linear(x, att.k_proj).view(b, m, -1, hd).transpose(1, 2)
-            v = _linear(x, att.v_proj).view(b, m, -1, hd).transpose(1, 2)
+        eps, act = self.eps, self.act
+        for i, L in enumerate(self.layers):
+            x = _rms(h, L.ln1, eps)
+            q = F.linear(x, L.q, L.q_bias).view(b, m, -1, L.head_dim).transpose(1, 2)
+            k = F.linear(x, L.k, L.k_bias).view(b, m, -1, L.head_dim).transpose(1, 2)
+            v = F.linear(x, L.v, L.v_bias).view(b, m, -1, L.head_dim).transpose(1, 2)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
             k, v = cache.update(k, v, i)
             if q.shape[1] != k.shape[1]:  # grouped-query attention (torch 2.4 has no enable_gqa)
                 rep = q.shape[1] // k.shape[1]
                 k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=att.scaling)
-            h = h + _linear(out.transpose(1, 2).reshape(b, m, -1), att.o_proj)
-            x = _rms(h, ln2, self.eps)
-            h = h + _linear(self.act(_linear(x, mlp.gate_proj)) * _linear(x, mlp.up_proj),
-                            mlp.down_proj)  # fmt: skip
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=L.scaling)
+            h = h + F.linear(out.transpose(1, 2).reshape(b, m, -1), L.o, L.o_bias)
+            x = _rms(h, L.ln2, eps)
+            gate = act(F.linear(x, L.gate, L.gate_bias))
+            h = h + F.linear(gate * F.linear(x, L.up, L.up_bias), L.down, L.down_bias)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
-        return self.model.lm_head(_rms(h, self.inner.norm.weight, self.eps))
+        return F.linear(_rms(h, self.norm, eps), *self.head)
+
+
+class _Layer(NamedTuple):
+    """One decoder layer's parameters (the module's own tensors) and attention constants."""
+
+    ln1: torch.Tensor
+    q: torch.Tensor
+    q_bias: torch.Tensor | None
+    k: torch.Tensor
+    k_bias: torch.Tensor | None
+    v: torch.Tensor
+    v_bias: torch.Tensor | None
+    o: torch.Tensor
+    o_bias: torch.Tensor | None
+    ln2: torch.Tensor
+    gate: torch.Tensor
+    gate_bias: torch.Tensor | None
+    up: torch.Tensor
+    up_bias: torch.Tensor | None
+    down: torch.Tensor
+    down_bias: torch.Tensor | None
+    head_dim: int
+    scaling: float
+
+    @classmethod
+    def of(cls, layer: Any) -> _Layer:
+        att, mlp = layer.self_attn, layer.mlp
+        linears = [att.q_proj, att.k_proj, att.v_proj, att.o_proj]
+        linears += [mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+        (q, k, v, o, gate, up, down) = [(lin.weight, lin.bias) for lin in linears]
+        return cls(
+            layer.input_layernorm.weight, *q, *k, *v, *o,
+            layer.post_attention_layernorm.weight, *gate, *up, *down,
+            att.head_dim, att.scaling,
+        )  # fmt: skip
