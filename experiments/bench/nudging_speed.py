@@ -157,6 +157,8 @@ def speed_runs(base, nudging, pb, pn, args) -> tuple[Runs, dict]:
     m = args.max_new_tokens
     runs = {REF: lambda: texts(dec["ref"])}
     runs |= {cached_name(b): (lambda b=b: texts(dec[b])) for b in args.batches}
+    if args.no_base_only:
+        return runs, dec
     runs |= {
         "base-only hf engine, batch 1": lambda: engine_generate(base, pb, m, 1),
         "base-only hf engine, batch 16": lambda: engine_generate(base, pb, m, 16),
@@ -166,14 +168,14 @@ def speed_runs(base, nudging, pb, pn, args) -> tuple[Runs, dict]:
     return runs, dec
 
 
-def ratio_pairs(batches: list[int]) -> dict[str, tuple[str, str, bool]]:
+def ratio_pairs(batches: list[int], base_only: bool = True) -> dict[str, tuple[str, str, bool]]:
     """name -> (a, b, by throughput?) for every ratio the table reports."""
     out = {f"reference time / cached b{b} time": (REF, cached_name(b), False) for b in batches}
     lo, hi = min(batches), max(batches)
     if hi > lo:
         out[f"cached b{hi} / cached b{lo} throughput"] = (cached_name(hi), cached_name(lo), True)
     for b in (1, 16):
-        if b in batches:
+        if b in batches and base_only:
             for side in ("generate", "hf engine"):
                 base = ("base-only model.generate" if side == "generate" else "base-only hf engine")
                 out[f"cached b{b} / base-only {side} b{b} throughput"] = (
@@ -192,6 +194,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--chunk-tokens", type=int, default=16)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16],
                     help="batch sizes of the cached decoder (each its own run)")
+    ap.add_argument("--no-base-only", action="store_true",
+                    help="skip the base-only runs (long question lists: the decoders only)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (all runs)")
     ap.add_argument("--tag", default="", help="suffix of the results file")
@@ -211,7 +215,7 @@ def main() -> None:
     ref = outputs[REF]
     same = {f"batch {b}": sum(x == y for x, y in zip(ref, outputs[cached_name(b)])) / len(ref)
             for b in args.batches}  # fmt: skip
-    pairs = ratio_pairs(args.batches)
+    pairs = ratio_pairs(args.batches, base_only=not args.no_base_only)
     ratios = {k: ratio(seconds, a, b, tokens if tp else None) for k, (a, b, tp) in pairs.items()}
     print_table(seconds, tokens)
     for name, value in ratios.items():
