@@ -189,29 +189,22 @@ class RowCache:
         full_block[index] = block_mask.to(self.device)
         self.mask = torch.cat([self.mask, full_block], dim=1)
         sub = None if whole else index
-        if self.store is None:
-            cache = self.cache
-        elif self.lean is not None:  # writes its new columns into the store as it goes
-            cache = self.store.lean(sub, width)
-        else:
-            cache = self.store.view(sub, width)
         mask = self.mask if whole else self.mask[index]
-        if self.lean is not None:
-            logits = self.lean(ids.to(self.device), mask, pos.to(self.device), cache, keep)
+        ids, pos = ids.to(self.device), pos.to(self.device)
+        if self.lean is not None:  # writes its new columns into the store as it goes
+            cache = self.cache if self.store is None else self.store.lean(sub, width)
+            logits = self.lean(ids, mask, pos, cache, keep)
         else:
+            cache = self.cache if self.store is None else self.store.view(sub, width)
             kwargs = {self._cache_kw: cache}
             if self._keep_kw:
                 kwargs["logits_to_keep"] = keep
             logits = self.model(
-                input_ids=ids.to(self.device),
-                attention_mask=mask,
-                position_ids=pos.to(self.device),
-                use_cache=True,
-                **kwargs,
+                input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **kwargs
             ).logits
+            if self.store is not None:
+                self.store.write(cache, sub, width, ids.shape[1])
         self.forwards += 1
-        if self.store is not None and self.lean is None:
-            self.store.write(cache, sub, width, ids.shape[1])
         return self._record(rows, new, feeds, wanted, logits, width)
 
     def _block(self, rows, new, feeds, wanted):
@@ -232,8 +225,8 @@ class RowCache:
             block_mask.append([0] * off + [1] * len(toks))
             pos.append([start] * off + list(range(start, start + len(toks))))
             first_col = min(first_col, off + min(wanted[r]) - 1 - start)
-        as_tensor = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
-        return as_tensor(ids), as_tensor(block_mask), as_tensor(pos), m - first_col
+        ids, block_mask, pos = (torch.tensor(x, dtype=torch.long) for x in (ids, block_mask, pos))
+        return ids, block_mask, pos, m - first_col
 
     def _record(self, rows, new, feeds, wanted, logits, width: int):
         """Book the fed tokens and slots; the asked-for logits per row; keep the end logits."""

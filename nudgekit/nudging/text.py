@@ -50,7 +50,8 @@ def encode(tokenizer: Any, text: str, add_special_tokens: bool = False) -> list[
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two id sequences (bisected with slice
     comparisons, which run in C: these sequences are whole prompts plus answers)."""
-    a, b = list(a), list(b)
+    if type(a) is not type(b):  # a list never equals a tuple
+        a, b = list(a), list(b)
     lo, hi = 0, min(len(a), len(b))
     if a[:hi] == b[:hi]:
         return hi
