@@ -10,6 +10,7 @@ from nudgekit.engines.hf import decode_continuation, plan_micro_batches
 from nudgekit.engines.sampling import top_p_filter
 from nudgekit.errors import NudgekitError
 from nudgekit.models import load_model, load_tokenizer
+from nudgekit.models.kvstore import AppendCache
 
 PROMPTS = ["Hello world!", "Question: what is 12 + 30? Answer:", "The"]
 
@@ -180,16 +181,23 @@ def test_greedy_matches_hf_generate_with_left_padding(fixture, request):
 
 
 @pytest.mark.parametrize("fixture", ["tiny_qwen_dir", "tiny_llama_dir"])
-def test_lean_forward_samples_like_the_model_forward(fixture, request):
-    """The default lean forward and the model's own give the same samples and log-probs."""
+@pytest.mark.parametrize("bmm_rows", [32, 1], ids=["sdpa", "append-bmm"])
+def test_lean_forward_samples_like_the_model_forward(fixture, bmm_rows, request, monkeypatch):
+    """The default lean forward and the model's own give the same samples and log-probs; with
+    `bmm_decode_rows=1` the lean side keeps an `AppendCache` and batched-product attention."""
+    appended = []
+    update = AppendCache.update
+    monkeypatch.setattr(AppendCache, "update", lambda *a: appended.append(1) or update(*a))
     path = request.getfixturevalue(fixture)
     model, tok = load_model(path), load_tokenizer(path)
     # different budgets: rows finish at different steps and are dropped from the cache
     reqs = [GenerationRequest(p, n=3, max_new_tokens=(10, 3, 25)[i % 3], seed=i, logprobs=True)
             for i, p in enumerate(PROMPTS)]  # fmt: skip
-    lean, plain = HFEngine(model, tok), HFEngine(model, tok, lean=False)
+    lean = HFEngine(model, tok, bmm_decode_rows=bmm_rows)
+    plain = HFEngine(model, tok, lean=False)
     a, b = lean.generate(reqs), plain.generate(reqs)
     assert lean._lean is not None and plain._lean is None
+    assert bool(appended) == (bmm_rows == 1)  # 9 sample rows: in place only below 32
     assert [_ids(r) for r in a] == [_ids(r) for r in b]
     for ra, rb in zip(a, b):
         for sa, sb in zip(ra.samples, rb.samples):

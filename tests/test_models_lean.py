@@ -1,6 +1,7 @@
 """`LeanForward` against the `transformers` forward it replaces: logits with a cache, holes and
 left padding in the mask, grouped-query attention, Qwen2's q/k/v biases; which models it takes;
-and that it reads the live weights (an update is seen without rebuilding it)."""
+that it reads the live weights (an update is seen without rebuilding it); and its batched-product
+decode attention against `scaled_dot_product_attention`, on an `AppendCache` written in place."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import torch
 from nudging_support import write_lm
 from transformers import DynamicCache
 
+from nudgekit.models import lean as lean_module
 from nudgekit.models import load_model
-from nudgekit.models.lean import LeanForward
+from nudgekit.models.kvstore import AppendCache
+from nudgekit.models.lean import LeanForward, decode_attention
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
@@ -64,6 +67,9 @@ def test_a_query_that_sees_nothing_stays_finite():
     assert mask[0, 0, 0].all() and mask[0, 0, 1].all()  # padded queries see everything
     assert mask[0, 0, 2].tolist() == [False, False, True, False]  # causal over valid columns
     assert mask[0, 0, 3].tolist() == [False, False, True, True]
+    bias = LeanForward.bias(torch.tensor([[0, 1, 1], [0, 0, 0]]))  # row 1: an empty row
+    assert bias.tolist() == [[float("-inf"), 0.0, 0.0], [0.0, 0.0, 0.0]]
+    assert LeanForward.bias(torch.ones(2, 3, dtype=torch.long)) is None
 
 
 def test_it_reads_the_live_weights(model):
@@ -97,3 +103,71 @@ def test_supports_only_eval_llama_family(model):
             LeanForward(model)
     finally:
         model.config.model_type = kind
+
+
+def test_decode_attention_matches_sdpa_on_column_views_with_grouped_heads_and_padding():
+    g = torch.Generator().manual_seed(1)
+    b, heads, kv, width, d = 3, 4, 2, 7, 5
+    q = torch.randn(b, heads, 1, d, generator=g)
+    buffers = torch.randn(2, b, kv, width + 9, d, generator=g)  # capacity beyond the width
+    k, v = buffers[0, :, :, :width], buffers[1, :, :, :width]  # strided column views
+    valid = torch.ones(b, width, dtype=torch.bool)
+    valid[1, :3] = False  # left padding
+    valid[2, 4] = False  # a hole
+    bias = torch.zeros(b, width).masked_fill(~valid, float("-inf"))
+    got = decode_attention(q, k, v, bias, scale=0.3)
+    rep = heads // kv
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1),
+        attn_mask=valid[:, None, None, :], scale=0.3)  # fmt: skip
+    assert got.shape == (b, heads, 1, d)
+    assert torch.allclose(got, want, atol=1e-6), (got - want).abs().max()
+    # merging (row, head) of a column view is a view of the buffer, not a copy
+    assert k.reshape(b * kv, width, d).data_ptr() == k.data_ptr()
+    unmasked = decode_attention(q, k, v, None, scale=0.3)
+    assert torch.allclose(unmasked[0], got[0], atol=1e-6)  # row 0 had no masked column
+
+
+def test_append_cache_writes_in_place_and_selects_rows():
+    g = torch.Generator().manual_seed(2)
+    cache = AppendCache(batch=2)
+    blocks = [torch.randn(2, 2, m, 3, generator=g) for m in (5, 1, 70)]  # grows past 64
+    for layer in (0, 1):
+        keys = []
+        for blk in blocks:
+            keys.append(blk + layer)
+            got_k, got_v = cache.update(blk + layer, -(blk + layer), layer)
+            assert torch.equal(got_k, torch.cat(keys, 2))
+            assert torch.equal(got_v, -torch.cat(keys, 2))
+    assert cache.widths == [76, 76]
+    cache.batch_select_indices(torch.tensor([1, 1, 0]))  # share row 1 twice, keep row 0
+    new = torch.randn(3, 2, 1, 3, generator=g)
+    got_k, _ = cache.update(new, new, 0)
+    assert torch.equal(got_k[:, :, :76], torch.cat(blocks, 2)[[1, 1, 0]])
+    assert torch.equal(got_k[:, :, 76:], new)
+
+
+def test_batched_decode_attention_gives_the_sdpa_logits(model, monkeypatch):
+    """A decode step through `decode_attention` (on an `AppendCache`) vs SDPA (`DynamicCache`)."""
+    calls = []
+    monkeypatch.setattr(lean_module, "decode_attention",
+                        lambda *a: calls.append(1) or decode_attention(*a))  # fmt: skip
+    g = torch.Generator().manual_seed(3)
+    b, w = 4, 8
+    ids0 = torch.randint(3, 40, (b, w), generator=g)
+    mask0 = torch.ones(b, w, dtype=torch.long)
+    mask0[1, :5] = 0  # left padding
+    pos0 = (mask0.cumsum(1) - 1).clamp(min=0)
+    ids1 = torch.randint(3, 40, (b, 1), generator=g)
+    mask1 = torch.cat([mask0, torch.ones(b, 1, dtype=torch.long)], 1)
+    pos1 = pos0[:, -1:] + 1
+    sdpa, bmm = LeanForward(model), LeanForward(model, bmm_decode_rows=b)
+    c0, c1 = DynamicCache(config=model.config), AppendCache(b)
+    ref = [sdpa(ids0, mask0, pos0, c0, 1), sdpa(ids1, mask1, pos1, c0, 1)]
+    got = [bmm(ids0, mask0, pos0, c1, 1), bmm(ids1, mask1, pos1, c1, 1)]
+    for r, x in zip(ref, got):
+        assert torch.allclose(r, x, atol=1e-5), (r - x).abs().max()
+    layers = model.config.num_hidden_layers
+    assert len(calls) == layers  # the decode step only (the prefill feeds 8 tokens: SDPA)
+    LeanForward(model, bmm_decode_rows=b + 1)(ids1, mask1[:, -1:], pos1, AppendCache(b), 1)
+    assert len(calls) == layers  # fewer rows than the threshold: SDPA

@@ -10,8 +10,9 @@ import pytest
 import torch
 from nudging_support import engine, model_dirs
 
+from nudgekit.models.kvstore import KVStore
 from nudgekit.nudging.kv import RowCache, SyncRequest
-from nudgekit.nudging.rows import KVStore, plan_groups
+from nudgekit.nudging.rows import plan_groups
 from nudgekit.nudging.text import encode
 
 

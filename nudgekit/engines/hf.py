@@ -110,6 +110,11 @@ class HFEngine:
         lean: run an unwrapped Llama/Qwen2 model through `models.lean.LeanForward` (the same
             logits without the `transformers` module overhead); a DDP/DeepSpeed-wrapped model
             and other architectures always run their own forward.
+        bmm_decode_rows: with `lean`, a micro-batch of at least this many sample rows keeps its
+            keys/values in place (`models.kvstore.AppendCache`: no per-step concatenation) and
+            its decode steps compute attention with batched matrix products
+            (`models.lean.decode_attention`) instead of `scaled_dot_product_attention`, which on
+            a CPU is slower there; None: never. Fewer rows keep a `DynamicCache` and SDPA.
     """
 
     def __init__(
@@ -122,6 +127,7 @@ class HFEngine:
         add_special_tokens: bool = False,
         share_prefix: bool = True,
         lean: bool = True,
+        bmm_decode_rows: int | None = 32,
     ) -> None:
         if isinstance(model, (str, os.PathLike)):
             from nudgekit.models import ModelSpec
@@ -143,7 +149,7 @@ class HFEngine:
         self.progress = progress
         self.add_special_tokens = add_special_tokens
         self.share_prefix = share_prefix
-        self.lean = lean
+        self.lean, self.bmm_decode_rows = lean, bmm_decode_rows
         self._lean = None  # the LeanForward of the current generate call, if any
         self.eos_token_ids = sorted(set(eos_token_ids or _default_eos_ids(self._core, tokenizer)))
         self.pad_id = _pad_id(tokenizer, self.eos_token_ids)
@@ -188,7 +194,7 @@ class HFEngine:
 
         plain = self.model is self._core  # a wrapper (ZeRO-3) may hold partitioned weights
         if self.lean and plain and LeanForward.supports(self._core):
-            return LeanForward(self._core)
+            return LeanForward(self._core, bmm_decode_rows=self.bmm_decode_rows)
         return None
 
     def _forward(self, ids, mask, pos, cache) -> torch.Tensor:
@@ -228,14 +234,17 @@ class HFEngine:
         counts = torch.tensor([c for _, _, c in batch])
         rows = torch.repeat_interleave(torch.arange(len(batch)), counts)  # prompt of each row
         row_reqs = [reqs[i] for i in rows.tolist()]
+        # many decode rows: keys/values written in place and attention by batched products
+        bmm = self.bmm_decode_rows
+        append = self._lean is not None and bmm is not None and len(rows) >= bmm
         if self.share_prefix:
-            cache, logits, mask, last_pos = self._prefill([prompts[r] for r, _, _ in batch])
+            cache, logits, mask, last_pos = self._prefill([prompts[r] for r, _, _ in batch], append)
             rows = rows.to(self.device)
             if len(rows) != len(batch):  # share each prompt's KV cache across its samples
                 cache.batch_select_indices(rows)
         else:  # one prefill row per sample
             per_row = [prompts[batch[i][0]] for i in rows.tolist()]
-            cache, logits, mask, last_pos = self._prefill(per_row)
+            cache, logits, mask, last_pos = self._prefill(per_row, append)
             rows = torch.arange(len(rows), device=self.device)
         row_seeds = [derive_seed(seeds[r], s + k) for r, s, c in batch for k in range(c)]
         out = self._decode(cache, logits[rows], mask[rows], last_pos[rows], row_reqs, row_seeds)
@@ -245,9 +254,12 @@ class HFEngine:
                 samples[r][start + k] = self._to_sample(out, row, req)
                 row += 1
 
-    def _prefill(self, prompts: list[list[int]]):
-        """Left-pad and run the prompts once; return cache, last logits, mask, last positions."""
+    def _prefill(self, prompts: list[list[int]], append: bool = False):
+        """Left-pad and run the prompts once; return cache, last logits, mask, last positions.
+        `append`: an `AppendCache` (lean forward only) instead of a `DynamicCache`."""
         from transformers import DynamicCache
+
+        from nudgekit.models.kvstore import AppendCache
 
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
@@ -257,7 +269,7 @@ class HFEngine:
             mask[i, width - len(p) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self._core.config)
+        cache = AppendCache(len(prompts)) if append else DynamicCache(config=self._core.config)
         return cache, self._forward(ids, mask, pos, cache), mask, pos[:, -1]
 
     def _decode(self, cache, logits, mask, last_pos, row_reqs, row_seeds) -> _Rows:

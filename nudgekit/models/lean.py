@@ -9,6 +9,11 @@ each layer as a handful of tensor operations, with a boolean attention mask buil
 2-D padding mask. Numerics are the model's up to floating-point summation order (tests compare logits
 and greedy outputs with the `transformers` forward).
 
+Decode steps (one new token per row) of many rows can compute attention as two batched matrix
+products over the cache's columns (`bmm_decode_rows`) instead of `scaled_dot_product_attention`,
+whose CPU kernel is slower there and slower still on the strided column views that a cache
+written in place (`models.kvstore`) hands it.
+
 Only inference (no autograd), only models whose layers are all full attention with the standard
 rotary embedding computed by the model's own `rotary_emb`; `LeanForward.supports` says which.
 """
@@ -32,6 +37,25 @@ def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * x.to(dtype)
 
 
+def decode_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    """Attention of one query per row: `q [b, H, 1, d]` over `k, v [b, KV, W, d]` (H a multiple
+    of KV: grouped-query heads share their key/value head), `bias [b, W]` added to the scores
+    (-inf for padding) or None. Two batched matrix products; `k` and `v` may be column views
+    `[:, :, :W]` of larger buffers (merging their first two dimensions needs no copy).
+    Returns `[b, H, 1, d]`."""
+    b, heads, _, d = q.shape
+    kv, width = k.shape[1], k.shape[2]
+    q = q.reshape(b * kv, heads // kv, d)
+    scores = torch.bmm(q, k.reshape(b * kv, width, d).transpose(1, 2)).view(b, heads, width)
+    scores = scores.float().mul_(scale)
+    if bias is not None:
+        scores += bias[:, None, :]
+    probs = torch.softmax(scores, dim=-1).to(v.dtype).view(b * kv, heads // kv, width)
+    return torch.bmm(probs, v.reshape(b * kv, width, d)).view(b, heads, 1, d)
+
+
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -52,9 +76,14 @@ class LeanForward:
 
     Returns:
         logits `[b, keep, V]`.
+
+    Args (of the constructor):
+        model: the causal LM (eval mode).
+        bmm_decode_rows: decode steps (`m == 1`) of at least this many rows use
+            `decode_attention`; None: always `scaled_dot_product_attention`.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, bmm_decode_rows: int | None = None) -> None:
         if not self.supports(model):
             raise ValueError(f"LeanForward: unsupported model type {model.config.model_type!r}")
         from transformers.activations import ACT2FN
@@ -68,6 +97,7 @@ class LeanForward:
         self.layers = [_Layer.of(layer) for layer in self.inner.layers]
         self.norm = self.inner.norm.weight
         self.head = (model.lm_head.weight, model.lm_head.bias)
+        self.bmm_decode_rows = bmm_decode_rows
 
     @staticmethod
     def supports(model: Any) -> bool:
@@ -93,13 +123,29 @@ class LeanForward:
         empty = ~allowed.any(-1, keepdim=True)
         return (allowed | empty)[:, None]
 
+    @staticmethod
+    def bias(attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """`[b, W]` scores bias for `decode_attention`: 0 on valid columns, -inf on the others;
+        None when every column is valid. A row with no valid column sees every column instead
+        (as in `mask`), so its keys/values stay finite; its output is never read."""
+        if bool(attention_mask.all()):
+            return None
+        masked = attention_mask == 0
+        masked &= ~masked.all(-1, keepdim=True)
+        bias = torch.zeros(masked.shape, dtype=torch.float32, device=masked.device)
+        return bias.masked_fill_(masked, float("-inf"))
+
     @torch.inference_mode()
     def __call__(self, input_ids, attention_mask, position_ids, cache, logits_to_keep: int = 0):
         b, m = input_ids.shape
         h = self.inner.embed_tokens(input_ids)  # a module call: hooks on it still see ids
         cos, sin = self.inner.rotary_emb(h, position_ids)
         cos, sin = cos[:, None], sin[:, None]
-        mask = self.mask(attention_mask, m)
+        bmm = m == 1 and self.bmm_decode_rows is not None and b >= self.bmm_decode_rows
+        if bmm:
+            bias = self.bias(attention_mask)
+        else:
+            mask = self.mask(attention_mask, m)
         eps, act = self.eps, self.act
         for i, L in enumerate(self.layers):
             x = _rms(h, L.ln1, eps)
@@ -108,10 +154,13 @@ class LeanForward:
             v = F.linear(x, L.v, L.v_bias).view(b, m, -1, L.head_dim).transpose(1, 2)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
             k, v = cache.update(k, v, i)
-            if q.shape[1] != k.shape[1]:  # grouped-query attention (torch 2.4 has no enable_gqa)
-                rep = q.shape[1] // k.shape[1]
-                k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=L.scaling)
+            if bmm:
+                out = decode_attention(q, k, v, bias, L.scaling)
+            else:
+                if q.shape[1] != k.shape[1]:  # grouped-query attention (torch 2.4: no enable_gqa)
+                    rep = q.shape[1] // k.shape[1]
+                    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=L.scaling)
             h = h + F.linear(out.transpose(1, 2).reshape(b, m, -1), L.o, L.o_bias)
             x = _rms(h, L.ln2, eps)
             gate = act(F.linear(x, L.gate, L.gate_bias))

@@ -3,7 +3,7 @@
 Nudging moves each question's text forward by different amounts in each model (a draft is
 thrown away in one row, a base completion runs on in another), so rows cannot share a length.
 Each row's cache is a set of *slots* (columns of one set of per-layer key/value buffers,
-`rows.KVStore`) marked valid in a 2-D attention mask; a forward appends one block of columns to
+`models.kvstore.KVStore`) marked valid in a 2-D attention mask; a forward appends one block of columns to
 every row:
 
     columns  | prompt r0 ......... | hole | draft r0 | <- block t: r0 feeds 3 tokens
@@ -39,7 +39,8 @@ from typing import Any
 
 import torch
 
-from nudgekit.nudging.rows import KVStore, can_split, plan_groups
+from nudgekit.models.kvstore import KVStore
+from nudgekit.nudging.rows import can_split, plan_groups
 from nudgekit.nudging.text import common_prefix
 
 

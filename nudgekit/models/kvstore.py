@@ -1,0 +1,141 @@
+"""Per-layer key/value buffers written in place, for `models.lean.LeanForward`.
+
+`transformers`' `DynamicCache` appends a forward's new keys/values by concatenation, which copies
+every row's whole cache on every decode step. Here each layer's keys and values live in buffers
+`[batch, heads, capacity, dim]`; a forward writes its new columns into them and attention reads
+views of the columns held so far. Capacity doubles when full, so appending costs the new columns.
+
+- `KVStore`: rows that each hold their own sequence (nudging's `RowCache`: a forward may run on
+  a subset of rows, gathered out of the store);
+- `AppendCache`: every row appends one block per forward (the `hf` engine's prefill + decode),
+  with the two methods of `DynamicCache` the engine uses (`update`, `batch_select_indices`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class KVStore:
+    """Every row's keys and values, per layer, in buffers `[batch, heads, capacity, dim]`.
+
+    Two ways to run a forward on it:
+
+    - `lean(rows, width)` (for `models.lean.LeanForward`): a cache whose `update` writes the
+      block's new columns straight into the buffers and hands the model the rows' columns
+      `[0, width + m)`: one gather per layer (none for the whole batch, which gets a view),
+      nothing to concatenate or write back;
+    - `view(rows, width)` + `write(...)` (for a `transformers` forward): a `DynamicCache` holding a
+      copy of the rows' columns (the model concatenates the block to it), whose new columns
+      `write` puts back.
+
+    Capacity doubles when full, so appending costs the new columns. Columns never written are
+    zeros: a masked column must hold finite numbers, since attention weighs it by exactly 0.
+    """
+
+    def __init__(self, config: Any, batch: int) -> None:
+        self.config, self.batch = config, batch
+        self.buffers: list[list[torch.Tensor]] = []  # per layer [keys, values]
+
+    def lean(self, rows: torch.Tensor | None, width: int) -> _StoreCache:
+        """The cache a lean forward of `rows` (None: all rows) runs on, `width` columns held."""
+        return _StoreCache(self, rows, width)
+
+    def view(self, rows: torch.Tensor | None, width: int) -> Any:
+        """A `DynamicCache` holding columns `[0, width)` of `rows` (None: all rows)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.config)
+        if width == 0:
+            return cache
+        for layer, (keys, values) in zip(cache.layers, self.buffers):
+            k, v = keys[:, :, :width], values[:, :, :width]
+            if rows is not None:
+                k, v = k.index_select(0, rows), v.index_select(0, rows)
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k, v
+        return cache
+
+    def write(self, cache: Any, rows: torch.Tensor | None, width: int, new: int) -> None:
+        """Store the last `new` columns of `cache` (after a forward) at columns `width...`."""
+        for i, layer in enumerate(cache.layers):
+            self.put(i, rows, width, layer.keys[:, :, -new:], layer.values[:, :, -new:])
+
+    def put(self, layer: int, rows: torch.Tensor | None, width: int, keys, values) -> list:
+        """Write one layer's new columns (`[len(rows), heads, m, dim]`) at `width...`; return
+        that layer's buffers."""
+        end = width + keys.shape[2]
+        if layer == len(self.buffers):
+            self.buffers.append([self._alloc(t, end) for t in (keys, values)])
+        pair = self.buffers[layer]
+        for j, new in enumerate((keys, values)):
+            if end > pair[j].shape[2]:
+                grown = self._alloc(pair[j], 2 * end)
+                grown[:, :, :width] = pair[j][:, :, :width]
+                pair[j] = grown
+            if rows is None:
+                pair[j][:, :, width:end] = new
+            else:
+                pair[j][rows, :, width:end] = new
+        return pair
+
+    def compact(self, index: torch.Tensor, width: int) -> None:
+        """Keep, per row, the columns `index[row]` (`[batch, n]`) of `[0, width)`, in place
+        (the columns after them keep finite old values, masked until overwritten)."""
+        for pair in self.buffers:
+            for t in pair:
+                cols = index[:, None, :, None].expand(t.shape[0], t.shape[1], -1, t.shape[3])
+                t[:, :, : index.shape[1]] = t[:, :, :width].gather(2, cols)
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep (or repeat) the rows `rows`, in that order."""
+        for pair in self.buffers:
+            pair[:] = [t.index_select(0, rows) for t in pair]
+        self.batch = len(rows)
+
+    def _alloc(self, like: torch.Tensor, capacity: int) -> torch.Tensor:
+        return like.new_zeros((self.batch, like.shape[1], max(capacity, 64), like.shape[3]))
+
+
+class _StoreCache:
+    """`update(keys, values, layer)` for `LeanForward` on a `KVStore` (see `KVStore.lean`)."""
+
+    def __init__(self, store: KVStore, rows: torch.Tensor | None, width: int) -> None:
+        self.store, self.rows, self.width = store, rows, width
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer: int):
+        pair = self.store.put(layer, self.rows, self.width, keys, values)
+        end = self.width + keys.shape[2]
+        if self.rows is None:
+            return pair[0][:, :, :end], pair[1][:, :, :end]
+        return (
+            pair[0][:, :, :end].index_select(0, self.rows),
+            pair[1][:, :, :end].index_select(0, self.rows),
+        )
+
+
+class AppendCache:
+    """A growing cache for `LeanForward` where every row gets the same columns each forward.
+
+    `update(keys, values, layer)` writes the block at that layer's next free column and returns
+    views of the layer's columns so far (no concatenation, no copy of the old columns);
+    `batch_select_indices(rows)` keeps (or repeats) rows, e.g. to share a prefilled prompt
+    across its samples or to drop finished rows.
+    """
+
+    def __init__(self, batch: int) -> None:
+        self.store = KVStore(config=None, batch=batch)
+        self.widths: list[int] = []  # columns held, per layer
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer: int):
+        if layer == len(self.widths):
+            self.widths.append(0)
+        width = self.widths[layer]
+        pair = self.store.put(layer, None, width, keys, values)
+        self.widths[layer] = end = width + keys.shape[2]
+        return pair[0][:, :, :end], pair[1][:, :, :end]
+
+    def batch_select_indices(self, rows: torch.Tensor) -> None:
+        self.store.select(rows)
