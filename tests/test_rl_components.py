@@ -10,6 +10,7 @@ import torch
 from nudgekit.errors import NudgekitError
 from nudgekit.rl import CheckpointManager, PlateauDetector, PromptSampler, Rollout, collate
 from nudgekit.rl.checkpoint import rng_state, set_rng_state
+from nudgekit.rl.rollouts import by_length, padded_tokens, split_batches
 
 
 def _rollout(prompt, completion, reason="eos", adv=0.5):
@@ -36,6 +37,33 @@ def test_collate_masks_truncated_completions_when_asked():
     rollouts = [_rollout([1], [2, 3]), _rollout([1], [4, 5], "length")]
     batch = collate(rollouts, pad_id=0, mask_truncated=True)
     assert batch.completion_mask.tolist() == [[1, 1], [0, 0]]
+
+
+def test_micro_batches_follow_completion_length_only_when_that_pads_less():
+    a, b = [1, 2, 3], [4, 5, 6]
+    # rows alternate two prompts; completions of 1 and 9 tokens
+    rows = [_rollout(a if i % 2 == 0 else b, [7] * (1 if i % 4 < 2 else 9)) for i in range(8)]
+    # in order, every micro-batch of 4 holds a 9-token completion: 2 prompts x 3 + 4 rows x 9
+    assert padded_tokens(rows, 4, share_prompt=True) == 2 * (2 * 3 + 4 * 9)
+    assert padded_tokens(rows, 4, share_prompt=False) == 2 * (4 * 3 + 4 * 9)
+    order = by_length(rows, 4, share_prompt=True)
+    assert order == [0, 1, 4, 5, 2, 3, 6, 7]  # stable: equal lengths keep their order
+    assert padded_tokens([rows[i] for i in order], 4, True) == (2 * 3 + 4 * 1) + (2 * 3 + 4 * 9)
+    # long shared prompts, lengths 1 and 2: sorting would mix the prompts and cost more
+    long_a, long_b = list(range(50)), list(range(1, 51))
+    rows = [_rollout(long_a, [7] * (1 + i % 2)) for i in range(4)]
+    rows += [_rollout(long_b, [7] * (2 - i % 2)) for i in range(4)]
+    assert by_length(rows, 4, share_prompt=True) == list(range(8))
+    assert by_length(rows, 4, share_prompt=False) != list(range(8))  # each row pays its prompt
+
+
+def test_split_batches_sorts_within_each_mini_batch():
+    rows = [_rollout([1], [7] * n) for n in (5, 1, 5, 1, 2, 9, 2, 9)]
+    minis = split_batches(rows, mini_batches=2, micro_batch_size=2, pad_id=0, sort_by_length=True)
+    lengths = [[int(b.completion_mask.sum(1).max()) for b in mini] for mini in minis]
+    assert lengths == [[1, 5], [2, 9]]  # rows never move between mini-batches
+    plain = split_batches(rows, mini_batches=2, micro_batch_size=2, pad_id=0)
+    assert [[int(b.completion_mask.sum(1).max()) for b in mini] for mini in plain] == [[5, 5], [9, 9]]
 
 
 def test_sampler_is_seeded_covers_each_epoch_and_resumes():

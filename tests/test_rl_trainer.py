@@ -8,6 +8,7 @@ from rl_helpers.build import make_trainer
 
 from nudgekit.errors import NudgekitError
 from nudgekit.rl import Rollout, collate, token_logprobs
+from nudgekit.rl.rollouts import by_length
 
 
 @pytest.fixture(autouse=True)
@@ -101,6 +102,29 @@ def test_gradient_accumulation_matches_one_big_micro_batch(tiny_qwen_dir, tmp_pa
     big, _, _ = _train(tiny_qwen_dir, tmp_path / "a", micro_batch_size=16, **kw)
     small, _, _ = _train(tiny_qwen_dir, tmp_path / "b", micro_batch_size=2, **kw)
     a, b = _weights(big), _weights(small)
+    assert max((a[k] - b[k]).abs().max() for k in a) < 1e-5
+
+
+def test_length_sorted_micro_batches_give_the_same_update(tiny_qwen_dir, tmp_path):
+    # the loss is a sum over micro-batches normalised by global counts: cutting micro-batches
+    # from rollouts sorted by completion length changes only the padding
+    seen = []
+
+    def ragged(trainer, rollouts):  # the tiny policy never stops early: cut completions
+        for i, r in enumerate(rollouts):
+            n = 1 + (3 * i) % len(r.completion_ids)
+            r.completion_ids, r.sample_logprobs = r.completion_ids[:n], r.sample_logprobs[:n]
+        seen.append(list(rollouts))
+        return rollouts
+
+    # every row runs its own prompt, so sorting pays off here (with shared prompts it would mix
+    # the groups' prompts into each micro-batch and cost more: `by_length` keeps the order then)
+    kw = dict(max_steps=2, micro_batch_size=2, rollout_hooks=[ragged], share_prompt=False)
+    sorted_, _, _ = _train(tiny_qwen_dir, tmp_path / "a", sort_by_length=True, **kw)
+    plain, _, _ = _train(tiny_qwen_dir, tmp_path / "b", sort_by_length=False, **kw)
+    assert all(by_length(r, 2, True) == list(range(len(r))) for r in seen)
+    assert any(by_length(r, 2, False) != list(range(len(r))) for r in seen[:2])  # it did reorder
+    a, b = _weights(sorted_), _weights(plain)
     assert max((a[k] - b[k]).abs().max() for k in a) < 1e-5
 
 

@@ -102,6 +102,7 @@ class UpdateConfig:
     mask_truncated: bool
     temperature: float
     share_prompt: bool = True  # run each distinct prompt once per micro-batch (same maths)
+    sort_by_length: bool = True  # micro-batches of similar completion lengths (same maths)
 
 
 LogprobFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
@@ -129,7 +130,7 @@ def update(
         raise NudgekitError(f"grpo: {len(rollouts)} rollouts do not split into "
                             f"mini_batches={cfg.mini_batches}")
     minis = split_batches(rollouts, cfg.mini_batches, cfg.micro_batch_size, cfg.pad_id,
-                          cfg.mask_truncated)
+                          cfg.mask_truncated, cfg.sort_by_length, cfg.share_prompt)
     reuse_current = cfg.ppo_epochs == 1 and cfg.mini_batches == 1
     precompute_logprobs([b for m in minis for b in m], backend.model, ref_model,
                         cfg.temperature, old=not reuse_current, share_prompt=cfg.share_prompt)

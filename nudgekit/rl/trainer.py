@@ -95,6 +95,9 @@ class GRPOTrainer:
         rollout_hooks: callables `(trainer, rollouts) -> rollouts` run by `refine_rollouts`.
         share_prompt: in the update, run each distinct prompt of a micro-batch once and share its
             keys/values across the rows that use it (same loss and gradients; see `logprobs`).
+        sort_by_length: in the update, cut micro-batches from rollouts ordered by completion
+            length when that pads fewer tokens (`rollouts.by_length`; same loss and gradients):
+            e.g. NuRL's hinted rollouts, longer than the rest, no longer pad every micro-batch.
     """
 
     def __init__(
@@ -136,6 +139,7 @@ class GRPOTrainer:
         num_threads: int | None = None,
         rollout_hooks: Sequence[RolloutHook] = (),
         share_prompt: bool = True,
+        sort_by_length: bool = True,
     ) -> None:
         if not train_problems:
             raise NudgekitError("grpo: train_problems is empty")
@@ -163,7 +167,7 @@ class GRPOTrainer:
         self.checkpoint_dir, self.resume, self.export = checkpoint_dir, resume, export
         self.seed, self.num_threads = seed, num_threads
         self.rollout_hooks = list(rollout_hooks)
-        self.share_prompt = share_prompt
+        self.share_prompt, self.sort_by_length = share_prompt, sort_by_length
         self.step = 0
         self._saved_step: int | None = None
         self.extra_state: dict[str, Any] = {}  # JSON-able; saved in every checkpoint (NuRL)
@@ -333,7 +337,8 @@ class GRPOTrainer:
     def update(self, rollouts: list[Rollout]) -> dict[str, float]:
         """μ epochs x `mini_batches` optimizer steps over the rollouts; returns loss stats."""
         cfg = UpdateConfig(self.ppo_epochs, self.mini_batches, self.micro_batch_size,
-                           self.pad_id, self.mask_truncated, self.temperature, self.share_prompt)
+                           self.pad_id, self.mask_truncated, self.temperature, self.share_prompt,
+                           self.sort_by_length)
         return steps.update(rollouts, self.backend, self.loss, cfg, self.ref_model)
 
     # ------------------------------------------------------------------ validation & plateau
