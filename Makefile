@@ -44,6 +44,7 @@ bench: install ## speed benchmarks side by side (experiments/bench; results in e
 	$(PY) experiments/bench/nudging_speed.py --n 16 --reps 2 --tag cross
 	$(PY) experiments/bench/nudging_speed.py --n 16 --reps 2 --nudging tiny-aligned-large --tag same
 	$(PY) experiments/bench/nudging_scaling.py --n 16 --reps 2 --tag cross
+	$(PY) experiments/bench/plot_scaling.py
 
 PROFILE ?= full
 REPRO_DIR ?= outputs/reproduce

@@ -204,6 +204,12 @@ def test_lean_forward_samples_like_the_model_forward(fixture, bmm_rows, request,
             assert sa.logprobs == pytest.approx(sb.logprobs, abs=1e-5)
 
 
+@pytest.mark.parametrize("kwargs", [dict(max_batch_size=0), dict(bmm_decode_rows=0)])
+def test_bad_engine_settings_are_user_errors(tiny_qwen_dir, kwargs):
+    with pytest.raises(NudgekitError, match=next(iter(kwargs))):
+        HFEngine(load_model(tiny_qwen_dir), load_tokenizer(tiny_qwen_dir), **kwargs)
+
+
 def test_top_p_samples_stay_in_nucleus(engine):
     tiny, nucleus = engine.generate(
         [

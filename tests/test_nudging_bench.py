@@ -64,3 +64,19 @@ def test_decoders_only_runs_report_no_base_only_ratio():
     assert set(pairs) == {"reference time / cached b16 time", "reference time / cached b64 time",
                           "cached b64 / cached b16 throughput"}
     assert nudging_speed.parse_args(["--no-base-only"]).no_base_only
+
+
+def test_scaling_plot_draws_the_panels_it_has_data_for(tmp_path):
+    import plot_scaling
+    from PIL import Image
+
+    rows = lambda key, xs: [{key: x, "step_s": 2.0 * x, "generate_s": x, "update_s": x}  # noqa: E731
+                            for x in xs]  # fmt: skip
+    grpo = {"G": {"rows": rows("G", [2, 4])}, "length": {"rows": rows("max_new_tokens", [32, 64])}}
+    nudging = {"n": 4, "batch": 4, "by_length": {
+        str(n): {"median_seconds": {"nudging (cached)": n / 8, "base-only (hf engine)": n / 32}}
+        for n in (32, 64)}}  # fmt: skip
+    assert plot_scaling.plot(None, None, tmp_path / "none.png") is None
+    both = Image.open(plot_scaling.plot(grpo, nudging, tmp_path / "all.png"))
+    one = Image.open(plot_scaling.plot(None, nudging, tmp_path / "one.png"))
+    assert both.width > 2.5 * one.width  # three panels against one

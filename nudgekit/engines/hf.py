@@ -140,6 +140,10 @@ class HFEngine:
             raise NudgekitError("hf engine: a loaded model needs its tokenizer (tokenizer=...)")
         if max_batch_size < 1:
             raise NudgekitError(f"hf engine: max_batch_size must be >= 1, got {max_batch_size}")
+        if bmm_decode_rows is not None and bmm_decode_rows < 1:
+            raise NudgekitError(
+                f"hf engine: bmm_decode_rows must be >= 1 or None, got {bmm_decode_rows}"
+            )
         self.model = model
         # A DDP / DeepSpeed wrapper is called as is; config and signature come from its module.
         inner = getattr(model, "module", None)
