@@ -264,6 +264,7 @@ def test_proxy_tuning_refuses_different_tokenizers(lms):
         (dict(chunk_tokens=1), "chunk_tokens"),
         (dict(max_new_tokens=0), "max_new_tokens"),
         (dict(batch_size=0), "batch_size"),
+        (dict(forward_cost=-1.0), "forward_cost"),
     ],
 )
 def test_bad_settings_are_one_line_errors(lms, kwargs, message):

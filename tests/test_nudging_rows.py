@@ -30,6 +30,28 @@ def test_plan_groups_separates_long_feeds_when_forwards_are_cheap():
     assert sorted(r for g in groups for r in g) == sorted(costs)
 
 
+def row_level_best(lengths: dict[int, int], forward_cost: float) -> float:
+    """The cheapest split by dynamic programming over single rows (sorted by length)."""
+    feeds = sorted(lengths.values())
+    best = [0.0] + [math.inf] * len(feeds)
+    for j in range(1, len(feeds) + 1):
+        best[j] = min(best[i] + forward_cost + (j - i) * feeds[j - 1] for i in range(j))
+    return best[-1]
+
+
+def test_plan_groups_over_distinct_lengths_is_as_cheap_as_over_rows():
+    g = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        n = int(torch.randint(1, 20, (), generator=g))
+        feeds = torch.randint(1, 6, (n,), generator=g) ** 2  # few distinct lengths, repeats
+        lengths = {r: int(x) for r, x in enumerate(feeds)}
+        cost = float(torch.randint(0, 40, (), generator=g))
+        groups = plan_groups(lengths, cost)
+        assert sorted(r for grp in groups for r in grp) == sorted(lengths)
+        total = sum(cost + len(grp) * max(lengths[r] for r in grp) for grp in groups)
+        assert total == row_level_best(lengths, cost), (trial, lengths, cost)
+
+
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     return engine(model_dirs(tmp_path_factory)["base"])

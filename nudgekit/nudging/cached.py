@@ -42,7 +42,7 @@ import torch
 
 from nudgekit.errors import NudgekitError
 from nudgekit.nudging.attribution import BASE, NUDGE, NudgeOutput, Transcript, finish
-from nudgekit.nudging.kv import SyncRequest
+from nudgekit.nudging.kv import FORWARD_COST, SyncRequest
 from nudgekit.nudging.reference import check_settings
 from nudgekit.nudging.rules import Chunk, Draft, RepeatState, is_repetition, takeover_decided
 from nudgekit.nudging.sides import WAIT, LiveDraft, Program, Side, Single
@@ -66,6 +66,9 @@ class CachedNudgingDecoder:
         batch_size: questions decoded at once.
         lean_forward: run Llama/Qwen2 models through `models.lean.LeanForward` (same logits,
             less Python per forward); False uses the `transformers` forward.
+        forward_cost: a forward's fixed cost in row-tokens, above which rows feeding few
+            tokens are not padded to a long feed in the same tick (`kv.RowCache`); `inf`:
+            one forward per model per tick.
     """
 
     def __init__(
@@ -82,10 +85,13 @@ class CachedNudgingDecoder:
         seed: int = 0,
         batch_size: int = 16,
         lean_forward: bool = True,
+        forward_cost: float = FORWARD_COST,
     ) -> None:
         check_settings(gamma, chunk_tokens, max_new_tokens, max_rounds)
         if batch_size < 1:
             raise NudgekitError(f"nudging: batch_size={batch_size} must be >= 1")
+        if not forward_cost >= 0:
+            raise NudgekitError(f"nudging: forward_cost={forward_cost} must be >= 0")
         for name, lm in (("base", base), ("nudging", nudging)):
             if not hasattr(lm, "model") or not hasattr(lm, "tokenizer"):
                 raise NudgekitError(f"nudging: the {name} model needs .model and .tokenizer")
@@ -94,6 +100,7 @@ class CachedNudgingDecoder:
         self.max_new_tokens, self.max_rounds = max_new_tokens, max_rounds
         self.base_t, self.nudging_t, self.top_p = base_temperature, nudging_temperature, top_p
         self.seed, self.batch_size, self.lean_forward = seed, batch_size, lean_forward
+        self.forward_cost = forward_cost
         self.base_tok, self.nudging_tok = base.tokenizer, nudging.tokenizer
         self.forwards = {"base": 0, "nudging": 0}  # forward passes of the last decode call
 
@@ -112,9 +119,9 @@ class CachedNudgingDecoder:
         if n == 0:
             return []
         batch = min(self.batch_size, n)
-        lean = self.lean_forward
-        base = Side(self.base_lm, batch, self.base_t, self.top_p, self.seed, lean)
-        nudge = Side(self.nudging_lm, batch, self.nudging_t, self.top_p, self.seed + 1, lean)
+        lean, cost = self.lean_forward, self.forward_cost
+        base = Side(self.base_lm, batch, self.base_t, self.top_p, self.seed, lean, cost)
+        nudge = Side(self.nudging_lm, batch, self.nudging_t, self.top_p, self.seed + 1, lean, cost)
         results: list[NudgeOutput | None] = [None] * n
         # row -> [question, program, this tick's requests, their picks so far]
         running: dict[int, list] = {}
@@ -279,7 +286,9 @@ class CachedNudgingDecoder:
             new.append(pick.token)
             if live is not None:
                 live.add(pick.token)
-            if len(new) == max_new or (until is not None and until(probs, lambda: chunk(False).text)):
+            if len(new) == max_new or (
+                until is not None and until(probs, lambda: chunk(False).text)
+            ):
                 return chunk(eos=False)
 
     @staticmethod

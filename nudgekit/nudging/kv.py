@@ -19,7 +19,9 @@ every row:
   are invisible to the model (rotary embeddings see a contiguous sequence).
 - **Only the feeding rows run.** A forward gathers the caches of the rows that feed (or, when
   few rows would be left out of a short block, runs the whole batch), runs the model on them and
-  stores their new columns; the other rows' block is a hole they never computed. (A model whose
+  stores their new columns; the other rows' block is a hole they never computed. Rows whose
+  feeds differ a lot in length (a new question's prompt next to one-token decode steps) run as
+  separate forwards when padding would cost more than a forward (`forward_cost`). (A model whose
   cache has sliding-window layers runs the whole batch.)
 - **Compaction**: when holes make the cache more than 1.25x as wide as the longest row (+ 16
   columns), valid slots are gathered to the right and the holes dropped.
@@ -32,7 +34,6 @@ matters near the end of the window.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,10 @@ import torch
 from nudgekit.models.kvstore import KVStore
 from nudgekit.nudging.rows import can_split, plan_groups
 from nudgekit.nudging.text import common_prefix
+
+# A forward's fixed cost in row-tokens for splitting feeds (`rows.plan_groups`): measured best of
+# 32-256 on the tiny world, CPU (256 questions at batch 64: 0.66x the time of one forward per tick)
+FORWARD_COST = 128.0
 
 
 @dataclass
@@ -70,8 +75,11 @@ class RowCache:
             (rows at different stages, a finished question's slots left as holes) 1.25x + 16
             decodes 0.84x as long as 2x + 64 (A/B at batch 16 and 64; same outputs).
         forward_cost: a forward pass's fixed cost in row-tokens, which decides whether the
-            feeding rows are split into several forwards by feed length (`rows.plan_groups`);
-            the default (infinite) runs one forward per call over just the feeding rows.
+            feeding rows are split into several forwards by feed length (`rows.plan_groups`):
+            a long feed (a new question's prompt, a draft to probe) then no longer pads every
+            decoding row to its length; `math.inf`: one forward over all feeding rows. The
+            default (`FORWARD_COST`) is the best measured on the tiny world on a CPU
+            (experiments/bench/README.md); a GPU forward's fixed cost is larger.
         lean: run supported models (Llama, Qwen2) through `models.lean.LeanForward`, the same
             maths without the `transformers` module overhead; others always use their forward.
     """
@@ -83,7 +91,7 @@ class RowCache:
         pad_id: int,
         compact_ratio: float = 1.25,
         compact_slack: int = 16,
-        forward_cost: float = math.inf,
+        forward_cost: float = FORWARD_COST,
         lean: bool = True,
     ) -> None:
         from transformers import DynamicCache

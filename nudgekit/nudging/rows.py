@@ -18,8 +18,11 @@ from typing import Any
 def plan_groups(lengths: dict[int, int], forward_cost: float) -> list[list[int]]:
     """Split feeding rows into forward groups minimising padded row-tokens plus a fixed cost.
 
-    A group costs `forward_cost + rows * longest feed` (in row-tokens): with rows sorted by feed
-    length the best split is a set of contiguous runs, found by dynamic programming (n <= batch).
+    A group costs `forward_cost + rows * longest feed` (in row-tokens). With rows sorted by feed
+    length the best split is a set of contiguous runs, and no run needs to end inside a set of
+    equal lengths (moving the rest of that set into the run costs no more than leaving it to a
+    later run, whose longest feed is at least as long), so dynamic programming runs over the
+    distinct lengths: in a decode tick most rows feed one token, so that is a handful.
 
     Args:
         lengths: row -> tokens it feeds (>= 1).
@@ -30,20 +33,25 @@ def plan_groups(lengths: dict[int, int], forward_cost: float) -> list[list[int]]
     """
     if forward_cost == math.inf:
         return [sorted(lengths)] if lengths else []
-    rows = sorted(lengths, key=lambda r: (lengths[r], r))
-    n = len(rows)
+    by_length: dict[int, list[int]] = {}
+    for r in sorted(lengths):
+        by_length.setdefault(lengths[r], []).append(r)
+    sizes = sorted(by_length)
+    n = len(sizes)
+    rows_upto = [0]  # rows in the first j distinct lengths
+    for size in sizes:
+        rows_upto.append(rows_upto[-1] + len(by_length[size]))
     best = [0.0] + [math.inf] * n
     cut = [0] * (n + 1)
     for j in range(1, n + 1):
-        longest = lengths[rows[j - 1]]
         for i in range(j):
-            cost = best[i] + forward_cost + (j - i) * longest
+            cost = best[i] + forward_cost + (rows_upto[j] - rows_upto[i]) * sizes[j - 1]
             if cost < best[j]:
                 best[j], cut[j] = cost, i
     groups: list[list[int]] = []
     j = n
     while j > 0:
-        groups.append(sorted(rows[cut[j] : j]))
+        groups.append(sorted(r for size in sizes[cut[j] : j] for r in by_length[size]))
         j = cut[j]
     return groups[::-1]
 

@@ -16,7 +16,7 @@ import torch
 
 from nudgekit.engines.sampling import derive_seed, sample_step
 from nudgekit.nudging.attribution import NudgeOutput
-from nudgekit.nudging.kv import RowCache, SyncRequest
+from nudgekit.nudging.kv import FORWARD_COST, RowCache, SyncRequest
 from nudgekit.nudging.rules import Chunk, Draft
 from nudgekit.nudging.text import PieceStream, encode, eos_ids
 
@@ -33,13 +33,14 @@ class Side:
     """One model's half of the decoder: model, tokenizer, cache, prompts and sampling."""
 
     def __init__(
-        self, lm: Any, batch: int, temperature: float, top_p: float, seed: int, lean: bool = True
-    ):
+        self, lm: Any, batch: int, temperature: float, top_p: float, seed: int, lean: bool = True,
+        forward_cost: float = FORWARD_COST,
+    ):  # fmt: skip
         self.model, self.tok = lm.model, lm.tokenizer
         self.eos = eos_ids(self.model, self.tok)
         pad = self.tok.pad_token_id
         pad = int(pad if pad is not None else min(self.eos))
-        self.cache = RowCache(self.model, batch, pad, lean=lean)
+        self.cache = RowCache(self.model, batch, pad, forward_cost=forward_cost, lean=lean)
         self.prompts: list[str] = [""] * batch
         self.temperature, self.top_p, self.seed = temperature, top_p, seed
         self.gens: list[torch.Generator | None] = [None] * batch
