@@ -135,8 +135,8 @@ class RowCache:
                 feeds[req.row] = start
         by_row = {req.row: req for req in requests}
         block: dict[int, dict[int, torch.Tensor]] = {}
-        for group in self._groups({r: len(by_row[r].target) - s for r, s in feeds.items()}):
-            block.update(self._forward(by_row, feeds, group))
+        for feeding, rows in self._groups({r: len(by_row[r].target) - s for r, s in feeds.items()}):
+            block.update(self._forward(by_row, {r: feeds[r] for r in feeding}, rows))
         out = []
         for req in requests:
             got: dict[int, torch.Tensor] = {}
@@ -166,23 +166,25 @@ class RowCache:
             self.end_valid[r] = False
         return keep
 
-    def _groups(self, lengths: dict[int, int]) -> list[list[int]]:
-        """The forward passes for rows feeding `lengths` tokens: only those rows, split by
-        `rows.plan_groups`; a cache whose rows cannot be moved runs over the whole batch.
+    def _groups(self, lengths: dict[int, int]) -> list[tuple[list[int], list[int]]]:
+        """The forward passes for rows feeding `lengths` tokens, as `(rows that feed, rows the
+        forward runs over)`: the feeding rows split by `rows.plan_groups`, each group over just
+        its rows; a cache whose rows cannot be moved runs over the whole batch.
 
-        A group that leaves out few rows of a short block runs the whole batch instead (the
+        A group that leaves out few rows of a short block runs over the whole batch instead (the
         rows left out feed a hole): padding `(batch - n) * m` row-tokens, no more than one per
         feeding row, costs less than gathering the group's caches out of the store.
         """
         if not lengths:
             return []
-        batch = len(self.ids)
+        everyone = list(range(len(self.ids)))
         if self.store is None:
-            return [list(range(batch))]
-        groups = plan_groups(lengths, self.forward_cost)
-        if len(groups) == 1 and (batch - len(lengths)) * max(lengths.values()) <= len(lengths):
-            return [list(range(batch))]
-        return groups
+            return [(sorted(lengths), everyone)]
+        out = []
+        for group in plan_groups(lengths, self.forward_cost):
+            short = (len(everyone) - len(group)) * max(lengths[r] for r in group) <= len(group)
+            out.append((group, everyone if short else group))
+        return out
 
     def _forward(self, by_row, feeds: dict[int, int], rows: list[int]):
         """One forward over `rows` (sorted; all rows: the cache in place, no gather); rows not
