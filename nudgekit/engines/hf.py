@@ -33,6 +33,7 @@ import torch
 from nudgekit.engines.base import GenerationRequest, GenerationResult, Sample
 from nudgekit.engines.sampling import derive_seed, row_uniforms, sample_step
 from nudgekit.errors import NudgekitError
+from nudgekit.models.kvstore import AppendCache
 
 # (request index, first sample index, number of samples) of one micro-batch entry.
 _Entry = tuple[int, int, int]
@@ -262,8 +263,6 @@ class HFEngine:
         """Left-pad and run the prompts once; return cache, last logits, mask, last positions.
         `append`: an `AppendCache` (lean forward only) instead of a `DynamicCache`."""
         from transformers import DynamicCache
-
-        from nudgekit.models.kvstore import AppendCache
 
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)

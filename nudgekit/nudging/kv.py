@@ -3,8 +3,8 @@
 Nudging moves each question's text forward by different amounts in each model (a draft is
 thrown away in one row, a base completion runs on in another), so rows cannot share a length.
 Each row's cache is a set of *slots* (columns of one set of per-layer key/value buffers,
-`models.kvstore.KVStore`) marked valid in a 2-D attention mask; a forward appends one block of columns to
-every row:
+`models.kvstore.KVStore`) marked valid in a 2-D attention mask; a forward appends one block of
+columns to every row:
 
     columns  | prompt r0 ......... | hole | draft r0 | <- block t: r0 feeds 3 tokens
              | prompt r1 ...... | draft r1 ... | pad | <- r1 feeds nothing: its block is a hole

@@ -141,9 +141,10 @@ def by_length(rollouts: Sequence[Rollout], micro_batch_size: int, share_prompt: 
     equal lengths keep their groups together) when that pads fewer tokens (`padded_tokens`) than
     the given order, else the given order. The loss is a sum over micro-batches normalised by
     global counts, so the order changes no loss or gradient, only the padding."""
-    order = sorted(range(len(rollouts)), key=lambda i: len(rollouts[i].completion_ids))
+    given = list(range(len(rollouts)))
+    order = sorted(given, key=lambda i: len(rollouts[i].completion_ids))
     cost = lambda idx: padded_tokens([rollouts[i] for i in idx], micro_batch_size, share_prompt)  # noqa: E731
-    return order if cost(order) < cost(range(len(rollouts))) else list(range(len(rollouts)))
+    return order if cost(order) < cost(given) else given
 
 
 def split_batches(
