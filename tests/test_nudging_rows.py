@@ -77,7 +77,8 @@ def test_sub_batch_forwards_match_fresh_and_whole_batch_forwards(base, forward_c
     split = RowCache(model, batch=4, pad_id=tok.pad_token_id, forward_cost=forward_cost, lean=lean)
     assert (split.lean is not None) == lean
     whole = RowCache(model, batch=4, pad_id=tok.pad_token_id, compact_slack=0, lean=lean)
-    whole.store = None  # the whole-batch path: every forward runs over all four rows
+    # every forward runs over all four rows (rows that do not feed get padding)
+    whole._groups = lambda lengths: [(sorted(lengths), [0, 1, 2, 3])] if lengths else []
     assert split.store is not None
     ids = [encode(tok, t) for t in TEXTS]
     steps = [
@@ -125,3 +126,28 @@ def test_store_writes_only_the_forward_rows_and_compacts_in_place():
     for r in range(3):
         assert torch.equal(store.buffers[0][0][r, :, :2], before[r, :, index[r]])
     assert torch.isfinite(store.buffers[0][0]).all()
+
+
+def test_store_scatter_writes_each_row_at_its_own_columns():
+    """`KVStore.scatter`: slot [i, j] lands at column cols[i, j] of its row (rows of different
+    lengths, no holes); attention gets the rows' first `width` columns; growth keeps every
+    column already written."""
+    store = KVStore(config=None, batch=3)
+    k0, v0 = block(3, 2, seed=7)
+    cols = torch.tensor([[0, 1], [0, 1], [0, 1]])
+    store.scatter(None, cols, 2, need=3).update(k0, v0, 0)
+    capacity = store.buffers[0][0].shape[2]
+    # rows 0 and 2 feed: row 0 one token at position 2 (its first slot is padding, written past
+    # its end), row 2 two tokens at positions 1..2 (rolled back over its old column 1)
+    k1, v1 = block(2, 2, seed=8)
+    rows = torch.tensor([0, 2])
+    cols = torch.tensor([[3, 2], [1, 2]])
+    got_k, got_v = store.scatter(rows, cols, 3, need=capacity + 5).update(k1, v1, 0)
+    keys, values = store.buffers[0]
+    assert keys.shape[2] >= capacity + 5  # grown
+    assert torch.equal(keys[0, :, :2], k0[0]) and torch.equal(keys[0, :, 2], k1[0, :, 1])
+    assert torch.equal(keys[0, :, 3], k1[0, :, 0])  # the padded slot, past row 0's end
+    assert torch.equal(keys[1, :, :2], k0[1])  # row 1 left alone
+    assert torch.equal(keys[2, :, 0], k0[2, :, 0]) and torch.equal(keys[2, :, 1:3], k1[1])
+    assert torch.equal(values[2, :, 1:3], v1[1])
+    assert torch.equal(got_k, keys[[0, 2], :, :3]) and torch.equal(got_v, values[[0, 2], :, :3])

@@ -6,7 +6,7 @@ every row's whole cache on every decode step. Here each layer's keys and values 
 views of the columns held so far. Capacity doubles when full, so appending costs the new columns.
 
 - `KVStore`: rows that each hold their own sequence (nudging's `RowCache`: a forward may run on
-  a subset of rows, gathered out of the store);
+  a subset of rows, gathered out of the store, and each row may write at its own columns);
 - `AppendCache`: every row appends one block per forward (the `hf` engine's prefill + decode),
   with the two methods of `DynamicCache` the engine uses (`update`, `batch_select_indices`).
 """
@@ -31,6 +31,10 @@ class KVStore:
       copy of the rows' columns (the model concatenates the block to it), whose new columns
       `write` puts back.
 
+    - `scatter(rows, cols, width)` (for `LeanForward` with a ready 4-D mask): each row writes its
+      new columns at its own column indices (`cols`), e.g. a token's position, so rows of any
+      lengths share the buffers with no holes between their tokens.
+
     Capacity doubles when full, so appending costs the new columns. Columns never written are
     zeros: a masked column must hold finite numbers, since attention weighs it by exactly 0.
     """
@@ -42,6 +46,13 @@ class KVStore:
     def lean(self, rows: torch.Tensor | None, width: int) -> _StoreCache:
         """The cache a lean forward of `rows` (None: all rows) runs on, `width` columns held."""
         return _StoreCache(self, rows, width)
+
+    def scatter(
+        self, rows: torch.Tensor | None, cols: torch.Tensor, width: int, need: int
+    ) -> _ScatterCache:
+        """The cache a lean forward of `rows` (None: all rows) runs on when block slot `[i, j]`
+        goes to column `cols[i, j]` (`< need`) and attention reads columns `[0, width)`."""
+        return _ScatterCache(self, rows, cols, width, need)
 
     def view(self, rows: torch.Tensor | None, width: int) -> Any:
         """A `DynamicCache` holding columns `[0, width)` of `rows` (None: all rows)."""
@@ -81,6 +92,24 @@ class KVStore:
                 pair[j][rows, :, width:end] = new
         return pair
 
+    def put_at(self, layer: int, rows: torch.Tensor | None, cols: torch.Tensor, keys, values,
+               need: int) -> list:  # fmt: skip
+        """Write one layer's block (`[len(rows), heads, m, dim]`), slot `[i, j]` at column
+        `cols[i, j]`, growing the buffers to at least `need` columns; return them."""
+        if layer == len(self.buffers):
+            self.buffers.append([self._alloc(t, need) for t in (keys, values)])
+        pair = self.buffers[layer]
+        if rows is None:
+            rows = torch.arange(cols.shape[0], device=cols.device)
+        index = rows[:, None].expand_as(cols)
+        for j, new in enumerate((keys, values)):
+            if need > pair[j].shape[2]:
+                grown = self._alloc(pair[j], 2 * need)
+                grown[:, :, : pair[j].shape[2]] = pair[j]
+                pair[j] = grown
+            pair[j][index, :, cols] = new.transpose(1, 2)
+        return pair
+
     def compact(self, index: torch.Tensor, width: int) -> None:
         """Keep, per row, the columns `index[row]` (`[batch, n]`) of `[0, width)`, in place
         (the columns after them keep finite old values, masked until overwritten)."""
@@ -114,6 +143,21 @@ class _StoreCache:
             pair[0][:, :, :end].index_select(0, self.rows),
             pair[1][:, :, :end].index_select(0, self.rows),
         )
+
+
+class _ScatterCache:
+    """`update(keys, values, layer)` for `LeanForward` on a `KVStore`, each slot written at its
+    own column (see `KVStore.scatter`)."""
+
+    def __init__(self, store: KVStore, rows, cols: torch.Tensor, width: int, need: int) -> None:
+        self.store, self.rows, self.cols, self.width, self.need = store, rows, cols, width, need
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer: int):
+        pair = self.store.put_at(layer, self.rows, self.cols, keys, values, self.need)
+        keys, values = pair[0][:, :, : self.width], pair[1][:, :, : self.width]
+        if self.rows is None:
+            return keys, values
+        return keys.index_select(0, self.rows), values.index_select(0, self.rows)
 
 
 class AppendCache:

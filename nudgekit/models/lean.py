@@ -67,7 +67,9 @@ class LeanForward:
 
     Args (of the call):
         input_ids: `[b, m]` new tokens.
-        attention_mask: `[b, W + m]` 1 for valid columns (cache columns, then the new block).
+        attention_mask: `[b, W + m]` 1 for valid columns (cache columns, then the new block),
+            or a ready `[b, 1, m, W']` boolean mask of the columns each query sees (a cache
+            that writes the block elsewhere than after its `W` columns, `KVStore.scatter`).
         position_ids: `[b, m]`.
         cache: holds `W` columns; `cache.update(keys, values, layer)` takes the block's new
             keys/values and returns the layer's `W + m` columns (a `transformers`
@@ -142,10 +144,11 @@ class LeanForward:
         cos, sin = self.inner.rotary_emb(h, position_ids)
         cos, sin = cos[:, None], sin[:, None]
         bmm = m == 1 and self.bmm_decode_rows is not None and b >= self.bmm_decode_rows
+        ready = attention_mask.dim() == 4
         if bmm:
-            bias = self.bias(attention_mask)
+            bias = self.bias(attention_mask[:, 0, 0] if ready else attention_mask)
         else:
-            mask = self.mask(attention_mask, m)
+            mask = attention_mask if ready else self.mask(attention_mask, m)
         eps, act = self.eps, self.act
         for i, L in enumerate(self.layers):
             x = _rms(h, L.ln1, eps)
