@@ -143,10 +143,11 @@ class LeanForward:
         h = self.inner.embed_tokens(input_ids)  # a module call: hooks on it still see ids
         cos, sin = self.inner.rotary_emb(h, position_ids)
         cos, sin = cos[:, None], sin[:, None]
+        ready = attention_mask.dim() == 4  # a ready mask always goes to SDPA
         bmm = m == 1 and self.bmm_decode_rows is not None and b >= self.bmm_decode_rows
-        ready = attention_mask.dim() == 4
+        bmm = bmm and not ready
         if bmm:
-            bias = self.bias(attention_mask[:, 0, 0] if ready else attention_mask)
+            bias = self.bias(attention_mask)
         else:
             mask = attention_mask if ready else self.mask(attention_mask, m)
         eps, act = self.eps, self.act
