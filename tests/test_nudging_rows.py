@@ -111,13 +111,12 @@ def block(batch: int, m: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_store_writes_only_the_forward_rows_and_compacts_in_place():
     store = KVStore(config=None, batch=3)
     k0, v0 = block(3, 4, seed=5)
-    store.lean(None, 0).update(k0, v0, 0)
+    store.put(0, None, 0, k0, v0)
     rows = torch.tensor([0, 2])
     k1, v1 = block(2, 2, seed=6)
-    got_k, got_v = store.lean(rows, 4).update(k1, v1, 0)  # rows 0 and 2 feed two tokens
-    assert torch.equal(got_k, torch.cat([k0[[0, 2]], k1], dim=2))
-    assert torch.equal(got_v, torch.cat([v0[[0, 2]], v1], dim=2))
-    keys = store.buffers[0][0]
+    keys, values = store.put(0, rows, 4, k1, v1)  # rows 0 and 2 feed two tokens
+    assert torch.equal(keys[[0, 2], :, :6], torch.cat([k0[[0, 2]], k1], dim=2))
+    assert torch.equal(values[[0, 2], :, :6], torch.cat([v0[[0, 2]], v1], dim=2))
     assert torch.equal(keys[1, :, 4:6], torch.zeros(2, 2, 3))  # row 1's hole stays zeros
     # keep columns (1, 5) of row 0, (0, 1) of row 1, (4, 5) of row 2
     index = torch.tensor([[1, 5], [0, 1], [4, 5]])

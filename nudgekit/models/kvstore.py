@@ -23,17 +23,14 @@ class KVStore:
 
     Two ways to run a forward on it:
 
-    - `lean(rows, width)` (for `models.lean.LeanForward`): a cache whose `update` writes the
-      block's new columns straight into the buffers and hands the model the rows' columns
-      `[0, width + m)`: one gather per layer (none for the whole batch, which gets a view),
-      nothing to concatenate or write back;
+    - `scatter(rows, cols, width, need)` (for `models.lean.LeanForward` with a ready 4-D mask):
+      a cache whose `update` writes each row's new keys/values straight into the buffers at
+      its own columns (`cols`: a token's position, so rows of any lengths share the buffers with
+      no holes between their tokens) and hands attention the rows' columns `[0, width)`: one
+      gather per layer (none for the whole batch, which gets a view), nothing to concatenate;
     - `view(rows, width)` + `write(...)` (for a `transformers` forward): a `DynamicCache` holding a
       copy of the rows' columns (the model concatenates the block to it), whose new columns
-      `write` puts back.
-
-    - `scatter(rows, cols, width)` (for `LeanForward` with a ready 4-D mask): each row writes its
-      new columns at its own column indices (`cols`), e.g. a token's position, so rows of any
-      lengths share the buffers with no holes between their tokens.
+      `write` puts back at columns `width...` of every row.
 
     Capacity doubles when full, so appending costs the new columns. Columns never written are
     zeros: a masked column must hold finite numbers, since attention weighs it by exactly 0.
@@ -42,10 +39,6 @@ class KVStore:
     def __init__(self, config: Any, batch: int) -> None:
         self.config, self.batch = config, batch
         self.buffers: list[list[torch.Tensor]] = []  # per layer [keys, values]
-
-    def lean(self, rows: torch.Tensor | None, width: int) -> _StoreCache:
-        """The cache a lean forward of `rows` (None: all rows) runs on, `width` columns held."""
-        return _StoreCache(self, rows, width)
 
     def scatter(
         self, rows: torch.Tensor | None, cols: torch.Tensor, width: int, need: int
@@ -126,23 +119,6 @@ class KVStore:
 
     def _alloc(self, like: torch.Tensor, capacity: int) -> torch.Tensor:
         return like.new_zeros((self.batch, like.shape[1], max(capacity, 64), like.shape[3]))
-
-
-class _StoreCache:
-    """`update(keys, values, layer)` for `LeanForward` on a `KVStore` (see `KVStore.lean`)."""
-
-    def __init__(self, store: KVStore, rows: torch.Tensor | None, width: int) -> None:
-        self.store, self.rows, self.width = store, rows, width
-
-    def update(self, keys: torch.Tensor, values: torch.Tensor, layer: int):
-        pair = self.store.put(layer, self.rows, self.width, keys, values)
-        end = self.width + keys.shape[2]
-        if self.rows is None:
-            return pair[0][:, :, :end], pair[1][:, :, :end]
-        return (
-            pair[0][:, :, :end].index_select(0, self.rows),
-            pair[1][:, :, :end].index_select(0, self.rows),
-        )
 
 
 class _ScatterCache:

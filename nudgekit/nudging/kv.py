@@ -215,9 +215,8 @@ class RowCache:
         sub = None if whole else index
         mask = self.mask if whole else self.mask[index]
         ids, pos = ids.to(self.device), pos.to(self.device)
-        if self.lean is not None:  # writes its new columns into the store as it goes
-            cache = self.cache if self.store is None else self.store.lean(sub, width)
-            logits = self.lean(ids, mask, pos, cache, keep)
+        if self.lean is not None:  # one row: the model's own growing cache (see `ragged`)
+            logits = self.lean(ids, mask, pos, self.cache, keep)
         else:
             cache = self.cache if self.store is None else self.store.view(sub, width)
             kwargs = {self._cache_kw: cache}
