@@ -13,7 +13,7 @@ from nudging_support import engine, model_dirs
 from nudgekit.models.kvstore import KVStore
 from nudgekit.nudging.kv import RowCache, SyncRequest
 from nudgekit.nudging.rows import plan_groups
-from nudgekit.nudging.text import encode
+from nudgekit.nudging.text import common_prefix, encode
 
 
 def test_plan_groups_separates_long_feeds_when_forwards_are_cheap():
@@ -101,6 +101,43 @@ def test_sub_batch_forwards_match_fresh_and_whole_batch_forwards(base, forward_c
     assert torch.allclose(again[len(target)], fresh_logits(model, target), atol=1e-4)
     if forward_cost != math.inf:
         assert split.forwards > whole.forwards  # long and short feeds went in separate passes
+
+
+@pytest.mark.parametrize("forward_cost", [math.inf, 4.0])
+def test_ragged_rows_match_fresh_forwards_through_random_grow_and_rollback(base, forward_cost):
+    """Thirty ticks of random work on five ragged rows: each tick some rows grow by one token or
+    by 1-12, roll back into their text (and branch), restart from an empty row, or idle (an idle
+    row may sit in a whole-batch forward); every answer equals a fresh forward of the row's
+    target."""
+    model, tok = base.model, base.tokenizer
+    cache = RowCache(model, batch=5, pad_id=tok.pad_token_id, forward_cost=forward_cost)
+    assert cache.ragged
+    g = torch.Generator().manual_seed(3)
+    vocab = model.config.vocab_size
+    rand = lambda hi: int(torch.randint(0, hi, (), generator=g))  # noqa: E731
+    held: list[list[int]] = [[] for _ in range(5)]
+    expected_fed = 0
+    for _ in range(30):
+        reqs = []
+        for r in range(5):
+            action = rand(5)
+            if action == 0 and held[r]:  # idle this tick
+                continue
+            target = list(held[r])
+            if action == 1 and len(target) > 1:  # roll back, then branch
+                target = target[: 1 + rand(len(target) - 1)]
+            elif action == 2:  # a new question
+                target = []
+            grow = 1 if rand(2) else 1 + rand(12)  # decode steps (whole-batch ticks) or feeds
+            target += [rand(vocab) for _ in range(grow)]
+            reqs.append(SyncRequest(r, target))
+            expected_fed += len(target) - common_prefix(held[r], target)
+        for req, got in zip(reqs, cache.sync(reqs)):
+            n = len(req.target)
+            assert torch.allclose(got[n], fresh_logits(model, req.target), atol=1e-4)
+            held[req.row] = req.target
+    assert cache.ids == held
+    assert cache.fed == expected_fed  # each row kept its common prefix and fed only the rest
 
 
 def block(batch: int, m: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
