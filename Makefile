@@ -42,6 +42,7 @@ bench: install ## speed benchmarks side by side (experiments/bench; results in e
 	$(PY) experiments/bench/grpo_scaling.py --steps 1
 	$(PY) experiments/bench/engine_speed.py --rounds 3
 	$(PY) experiments/bench/nudging_speed.py --n 16 --reps 2 --tag cross
+	$(PY) experiments/bench/nudging_speed.py --n 256 --reps 2 --batches 16 64 128 --no-base-only --tag cross_n256
 	$(PY) experiments/bench/nudging_speed.py --n 16 --reps 2 --nudging tiny-aligned-large --tag same
 	$(PY) experiments/bench/nudging_scaling.py --n 16 --reps 2 --tag cross
 	$(PY) experiments/bench/plot_scaling.py
