@@ -16,20 +16,22 @@ Two layouts of the per-layer key/value buffers (`models.kvstore.KVStore`):
     columns  | prompt r0 ......... | hole | draft r0 | <- block t: r0 feeds 3 tokens
              | prompt r1 ...... | draft r1 ... | pad | <- r1 feeds nothing: its block is a hole
 
+In both layouts:
+
 - **Sync, not append.** A caller asks for a row to hold `target` ids; the row keeps the longest
-  common prefix of what it holds and `target` (cache rollback: the rest of its slots become
-  holes), then feeds the difference. Re-tokenising shared text therefore costs only the tokens
+  common prefix of what it holds and `target` (cache rollback: the rest of its tokens are
+  dropped, or in the slots layout become holes), then feeds the difference. Re-tokenising shared text therefore costs only the tokens
   that changed.
-- **Right-aligned blocks.** Within a block each row's new tokens are its last columns, so the
-  last column always carries every feeding row's next-token logits.
+- **Right-aligned blocks.** Within a forward's block of input ids each row's new tokens come
+  last, so the last block column always carries every feeding row's next-token logits.
 - **Positions are logical**: a token's position id is its index in the row's sequence, so holes
   (slots layout) are invisible to the model (rotary embeddings see a contiguous sequence).
 - **Only the feeding rows run.** A forward gathers the caches of the rows that feed (or, when
   few rows would be left out of a short block, runs the whole batch), runs the model on them and
-  stores their new columns; the other rows' block is a hole they never computed. Rows whose
-  feeds differ a lot in length (a new question's prompt next to one-token decode steps) run as
-  separate forwards when padding would cost more than a forward (`forward_cost`). (A model whose
-  cache has sliding-window layers runs the whole batch.)
+  stores their new columns; the other rows are left alone (slots layout: their block is a
+  hole they never computed). Rows whose feeds differ a lot in length (a new question's prompt
+  next to one-token decode steps) run as separate forwards when padding would cost more than a
+  forward (`forward_cost`). (A model whose cache has sliding-window layers runs the whole batch.)
 - **Compaction** (slots layout): when holes make the cache more than 1.25x as wide as the
   longest row (+ 16 columns), valid slots are gathered to the right and the holes dropped.
 
