@@ -71,36 +71,37 @@ class KVStore:
         """Write one layer's new columns (`[len(rows), heads, m, dim]`) at `width...`; return
         that layer's buffers."""
         end = width + keys.shape[2]
-        if layer == len(self.buffers):
-            self.buffers.append([self._alloc(t, end) for t in (keys, values)])
-        pair = self.buffers[layer]
-        for j, new in enumerate((keys, values)):
-            if end > pair[j].shape[2]:
-                grown = self._alloc(pair[j], 2 * end)
-                grown[:, :, :width] = pair[j][:, :, :width]
-                pair[j] = grown
+        pair = self._reserve(layer, keys, values, end)
+        for t, new in zip(pair, (keys, values)):
             if rows is None:
-                pair[j][:, :, width:end] = new
+                t[:, :, width:end] = new
             else:
-                pair[j][rows, :, width:end] = new
+                t[rows, :, width:end] = new
         return pair
 
     def put_at(self, layer: int, rows: torch.Tensor | None, cols: torch.Tensor, keys, values,
                need: int) -> list:  # fmt: skip
         """Write one layer's block (`[len(rows), heads, m, dim]`), slot `[i, j]` at column
         `cols[i, j]`, growing the buffers to at least `need` columns; return them."""
-        if layer == len(self.buffers):
-            self.buffers.append([self._alloc(t, need) for t in (keys, values)])
-        pair = self.buffers[layer]
+        pair = self._reserve(layer, keys, values, need)
         if rows is None:
             rows = torch.arange(cols.shape[0], device=cols.device)
         index = rows[:, None].expand_as(cols)
-        for j, new in enumerate((keys, values)):
-            if need > pair[j].shape[2]:
-                grown = self._alloc(pair[j], 2 * need)
-                grown[:, :, : pair[j].shape[2]] = pair[j]
+        for t, new in zip(pair, (keys, values)):
+            t[index, :, cols] = new.transpose(1, 2)
+        return pair
+
+    def _reserve(self, layer: int, keys, values, need: int) -> list:
+        """The layer's `[keys, values]` buffers, allocated (like `keys`, `values`) or doubled so
+        they hold at least `need` columns; growth keeps every column."""
+        if layer == len(self.buffers):
+            self.buffers.append([self._alloc(t, need) for t in (keys, values)])
+        pair = self.buffers[layer]
+        for j, t in enumerate(pair):
+            if need > t.shape[2]:
+                grown = self._alloc(t, 2 * need)
+                grown[:, :, : t.shape[2]] = t
                 pair[j] = grown
-            pair[j][index, :, cols] = new.transpose(1, 2)
         return pair
 
     def compact(self, index: torch.Tensor, width: int) -> None:

@@ -144,8 +144,8 @@ class LeanForward:
         cos, sin = self.inner.rotary_emb(h, position_ids)
         cos, sin = cos[:, None], sin[:, None]
         ready = attention_mask.dim() == 4  # a ready mask always goes to SDPA
-        bmm = m == 1 and self.bmm_decode_rows is not None and b >= self.bmm_decode_rows
-        bmm = bmm and not ready
+        rows = self.bmm_decode_rows
+        bmm = m == 1 and not ready and rows is not None and b >= rows
         if bmm:
             bias = self.bias(attention_mask)
         else:

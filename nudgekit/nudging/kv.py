@@ -20,8 +20,8 @@ In both layouts:
 
 - **Sync, not append.** A caller asks for a row to hold `target` ids; the row keeps the longest
   common prefix of what it holds and `target` (cache rollback: the rest of its tokens are
-  dropped, or in the slots layout become holes), then feeds the difference. Re-tokenising shared text therefore costs only the tokens
-  that changed.
+  dropped, or in the slots layout become holes), then feeds the difference. Re-tokenising
+  shared text therefore costs only the tokens that changed.
 - **Right-aligned blocks.** Within a forward's block of input ids each row's new tokens come
   last, so the last block column always carries every feeding row's next-token logits.
 - **Positions are logical**: a token's position id is its index in the row's sequence, so holes
@@ -241,8 +241,8 @@ class RowCache:
         ends = torch.tensor([len(self.ids[r]) for r in rows])[:, None]  # before this feed
         ends = torch.maximum(ends, torch.where(real, pos + 1, 0).amax(1, keepdim=True))
         cols = torch.where(real, pos, ends)
-        seen = torch.arange(width)[None, None, :] <= pos[:, :, None]
-        seen = torch.where(real[:, :, None], seen, torch.arange(width) == 0)
+        columns = torch.arange(width)
+        seen = torch.where(real[:, :, None], columns <= pos[:, :, None], columns == 0)
         sub = None if whole else torch.tensor(rows, device=self.device)
         cols, pos = cols.to(self.device), pos.to(self.device)
         need = max(width, int(ends.max())) + 1
