@@ -123,13 +123,15 @@ class KVStore:
 
 
 class _ScatterCache:
-    """`update(keys, values, layer)` for `LeanForward` on a `KVStore`, each slot written at its
-    own column (see `KVStore.scatter`)."""
+    """`update(keys, values, layer)` for `LeanForward` (or a `transformers` forward, which then
+    needs ready masks) on a `KVStore`, each slot written at its own column (`KVStore.scatter`)."""
 
     def __init__(self, store: KVStore, rows, cols: torch.Tensor, width: int, need: int) -> None:
         self.store, self.rows, self.cols, self.width, self.need = store, rows, cols, width, need
 
-    def update(self, keys: torch.Tensor, values: torch.Tensor, layer: int):
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer: int, **_: Any):
+        """Write the block; return the layer's columns `[0, width)` of the rows (a
+        `transformers` attention passes its cache kwargs too: nothing here needs them)."""
         pair = self.store.put_at(layer, self.rows, self.cols, keys, values, self.need)
         keys, values = pair[0][:, :, : self.width], pair[1][:, :, : self.width]
         if self.rows is None:

@@ -4,7 +4,8 @@ Nudging moves each question's text forward by different amounts in each model (a
 thrown away in one row, a base completion runs on in another), so rows cannot share a length.
 Two layouts of the per-layer key/value buffers (`models.kvstore.KVStore`):
 
-- **Ragged** (models run through `models.lean.LeanForward`, batch > 1): a row's token at
+- **Ragged** (models run through `models.lean.LeanForward` at batch > 1, and every model with
+  sliding-window layers, through its own forward, `windows`): a row's token at
   position p lives in column p of its row, so a row holds exactly its own tokens, a rollback
   only shortens it, and a forward writes each row's new tokens at their own columns and hands
   attention a ready 4-D mask (query at position p sees columns 0..p). No holes, no compaction,
@@ -31,13 +32,14 @@ In both layouts:
   stores their new columns; the other rows are left alone (slots layout: their block is a
   hole they never computed). Rows whose feeds differ a lot in length (a new question's prompt
   next to one-token decode steps) run as separate forwards when padding would cost more than a
-  forward (`forward_cost`). (A model whose cache has sliding-window layers runs the whole batch.)
+  forward (`forward_cost`).
 - **Compaction** (slots layout): when holes make the cache more than 1.25x as wide as the
   longest row (+ 16 columns), valid slots are gathered to the right and the holes dropped.
 
-Assumes full-attention layers (Llama, Qwen2, OLMo-2, Mistral...). Sliding-window layers (Gemma-2)
-count holes against their window; compaction keeps the width near the longest row, so this only
-matters near the end of the window.
+Sliding-window layers (Gemma-2, Gemma-3) keep every column too (a rollback may need any of
+them) and see their window through the ready masks of `windows.LayerWindows`, which count
+positions, never columns; the slots layout only serves full-attention models, whose masks the
+`transformers` forward builds from the 2-D one.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ class RowCache:
             default (`FORWARD_COST`) is the best measured on the tiny world on a CPU
             (experiments/bench/README.md); a GPU forward's fixed cost is larger.
         lean: run supported models (Llama, Qwen2) through `models.lean.LeanForward`, the same
-            maths without the `transformers` module overhead; others always use their forward.
+            maths without the `transformers` module overhead; others (Gemma-2/3, OLMo-2, ...)
+            always use their own forward.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class RowCache:
         from transformers import DynamicCache
 
         from nudgekit.models.lean import LeanForward
+        from nudgekit.nudging.windows import LayerWindows
 
         self.model = model
         self.device = next(model.parameters()).device
@@ -122,10 +126,14 @@ class RowCache:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._keep_kw = "logits_to_keep" in params
         self.lean = LeanForward(model) if lean and LeanForward.supports(model) else None
+        self.windows = LayerWindows(model)
+        sliding = self.windows.sliding
         # one row has nothing to gather: it keeps the model's own growing cache; a lean forward
-        # writes the rows of a store at their own positions (no holes)
-        self.store = KVStore(model.config, batch) if batch > 1 and can_split(model.config) else None
-        self.ragged = self.lean is not None and self.store is not None
+        # writes the rows of a store at their own positions (no holes), and so does a model with
+        # sliding-window layers, whatever the batch (its own cache would drop columns)
+        split = batch > 1 and can_split(model.config)
+        self.store = KVStore(model.config, batch) if split or sliding else None
+        self.ragged = self.store is not None and (self.lean is not None or sliding)
         self.forwards = 0  # forward passes run (for benchmarks)
         self.fed = 0  # tokens fed (for benchmarks)
 
@@ -233,24 +241,30 @@ class RowCache:
         return self._record(rows, new, feeds, wanted, logits, width)
 
     def _forward_ragged(self, rows, ids, block_mask, pos, keep: int, whole: bool):
-        """The lean forward with each row's tokens at their positions' columns: a block slot
-        at position p is written to column p and sees columns `0..p`; a padded slot is written
-        just past its row's last token (overwritten by the row's next feed) and sees column 0."""
+        """A forward with each row's tokens at their positions' columns: a block slot at
+        position p is written to column p and sees columns `0..p` (a sliding-window layer: the
+        last `window` of them); a padded slot is written just past its row's last token
+        (overwritten by the row's next feed) and sees column 0."""
         real = block_mask.bool()
         width = int(pos[real].max()) + 1  # columns attention reads: every fed row's end
         ends = torch.tensor([len(self.ids[r]) for r in rows])[:, None]  # before this feed
         ends = torch.maximum(ends, torch.where(real, pos + 1, 0).amax(1, keepdim=True))
         cols = torch.where(real, pos, ends)
-        columns = torch.arange(width)
-        seen = torch.where(real[:, :, None], columns <= pos[:, :, None], columns == 0)
         sub = None if whole else torch.tensor(rows, device=self.device)
-        cols, pos = cols.to(self.device), pos.to(self.device)
         need = max(width, int(ends.max())) + 1
-        cache = self.store.scatter(sub, cols, width, need)  # type: ignore[union-attr]
-        mask = seen[:, None].to(self.device)
-        logits = self.lean(ids.to(self.device), mask, pos, cache, keep)  # type: ignore[misc]
+        cache = self.store.scatter(sub, cols.to(self.device), width, need)  # type: ignore[union-attr]
+        ids, dev_pos = ids.to(self.device), pos.to(self.device)
         self.forwards += 1
-        return logits
+        if self.lean is not None:
+            columns = torch.arange(width)
+            seen = torch.where(real[:, :, None], columns <= pos[:, :, None], columns == 0)
+            return self.lean(ids, seen[:, None].to(self.device), dev_pos, cache, keep)
+        masks = self.windows.masks(real, pos, width, self.device)
+        kwargs = {self._cache_kw: cache, **({"logits_to_keep": keep} if self._keep_kw else {})}
+        out = self.model(
+            input_ids=ids, attention_mask=masks, position_ids=dev_pos, use_cache=True, **kwargs
+        )
+        return out.logits
 
     def _block(self, rows, new, feeds, wanted):
         """Input ids, block mask and positions `[len(rows), m]` (right-aligned feeds), and how
@@ -303,11 +317,6 @@ class RowCache:
         longest = max(len(s) for s in self.slots)
         if self.width <= self.compact_ratio * longest + self.compact_slack:
             return
-        if any(
-            getattr(layer, "keys", None) is not None and layer.keys.shape[2] != self.width
-            for layer in self.cache.layers
-        ):
-            return  # a sliding-window layer keeps fewer columns: leave it alone
         batch = len(self.slots)
         index = torch.zeros((batch, longest), dtype=torch.long)
         mask = torch.zeros((batch, longest), dtype=torch.long)
