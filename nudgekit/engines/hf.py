@@ -32,6 +32,7 @@ import torch
 
 from nudgekit.engines.base import GenerationRequest, GenerationResult, Sample
 from nudgekit.engines.sampling import derive_seed, row_uniforms, sample_step
+from nudgekit.engines.tokens import prompt_ids, start_ids
 from nudgekit.errors import NudgekitError
 from nudgekit.models.kvstore import AppendCache
 
@@ -103,8 +104,10 @@ class HFEngine:
         progress: show a tqdm bar over micro-batches.
         eos_token_ids: ids that end a sample with `finish_reason="eos"`; default: the model's
             generation config plus the tokenizer's EOS.
-        add_special_tokens: add the tokenizer's special tokens (e.g. BOS) to text prompts; off
-            because chat templates already contain them.
+        add_special_tokens: start text prompts with the tokenizer's start tokens (its BOS, for
+            tokenizers that add one, e.g. Gemma's), unless the text already begins with them (a
+            chat template that writes the BOS): `engines.tokens.prompt_ids`. False: the text's
+            own ids only.
         share_prefix: prefill each distinct prompt once and share its KV cache across its `n`
             samples; off prefills every sample row separately, as `generate` does (kept for
             benchmarks and as a fallback; samples are the same either way up to rounding).
@@ -125,7 +128,7 @@ class HFEngine:
         max_batch_size: int = 64,
         progress: bool = False,
         eos_token_ids: Sequence[int] | None = None,
-        add_special_tokens: bool = False,
+        add_special_tokens: bool = True,
         share_prefix: bool = True,
         lean: bool = True,
         bmm_decode_rows: int | None = 32,
@@ -153,6 +156,7 @@ class HFEngine:
         self.max_batch_size = max_batch_size
         self.progress = progress
         self.add_special_tokens = add_special_tokens
+        self._start = start_ids(tokenizer) if add_special_tokens else []
         self.share_prefix = share_prefix
         self.lean, self.bmm_decode_rows = lean, bmm_decode_rows
         self._lean = None  # the LeanForward of the current generate call, if any
@@ -223,7 +227,7 @@ class HFEngine:
         if req.temperature < 0 or not 0 < req.top_p <= 1:
             raise NudgekitError(f"{where}: need temperature >= 0 and 0 < top_p <= 1")
         if isinstance(req.prompt, str):
-            ids = self.tokenizer(req.prompt, add_special_tokens=self.add_special_tokens).input_ids
+            ids = prompt_ids(self.tokenizer, req.prompt, self._start)
         else:
             ids = [int(t) for t in req.prompt]
             vocab = self._core.get_input_embeddings().num_embeddings

@@ -5,8 +5,8 @@ Untested here (no GPU): it maps the contract onto vLLM's documented API only.
 
 Differences from the `hf` engine:
 
-- text prompts are tokenised here without special tokens (as in `hf`) and sent as
-  `TokensPrompt`, so both engines see the same prompt ids;
+- text prompts are tokenised here as in `hf` (`engines.tokens.prompt_ids`: the tokenizer's BOS
+  once, at the start) and sent as `TokensPrompt`, so both engines see the same prompt ids;
 - log-probs follow vLLM's `logprobs_mode` (default `raw_logprobs`: temperature 1, before any
   processing), so at T != 1 they differ from `hf`'s `log_softmax(logits / T)`; pass
   `llm_kwargs={"logprobs_mode": "processed_logprobs"}` on vLLM >= 0.10.2 for post-temperature
@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from nudgekit.engines.base import GenerationRequest, GenerationResult, Sample
+from nudgekit.engines.tokens import prompt_ids, start_ids
 from nudgekit.errors import NudgekitError
 
 
@@ -65,6 +66,7 @@ class VLLMEngine:
             **(llm_kwargs or {}),
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self._start = start_ids(self.tokenizer)
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Run every request in one `LLM.generate` call (vLLM schedules the batch itself)."""
@@ -75,7 +77,7 @@ class VLLMEngine:
         for req in requests:
             ids = req.prompt
             if isinstance(ids, str):
-                ids = self.tokenizer(ids, add_special_tokens=False).input_ids
+                ids = prompt_ids(self.tokenizer, ids, self._start)
             prompts.append(TokensPrompt(prompt_token_ids=list(ids)))
             params.append(
                 SamplingParams(

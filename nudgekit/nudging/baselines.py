@@ -20,7 +20,7 @@ from nudgekit.engines.base import Engine, GenerationRequest
 from nudgekit.engines.sampling import derive_seed, row_uniforms, sample_step
 from nudgekit.errors import NudgekitError
 from nudgekit.nudging.kv import RowCache, SyncRequest
-from nudgekit.nudging.text import encode, eos_ids, same_vocabulary
+from nudgekit.nudging.text import eos_ids, prompt_ids, same_vocabulary
 
 
 def generate_texts(
@@ -110,16 +110,16 @@ class ProxyTuningDecoder:
     def _batch(self, prompts: tuple[Sequence[str], ...], offset: int) -> list[str]:
         n = len(prompts[0])
         caches = [RowCache(lm.model, n, _pad(lm.tokenizer, self.eos)) for lm in self.lms]
-        ids = [[encode(lm.tokenizer, p) for p in ps] for lm, ps in zip(self.lms, prompts)]
+        ids = [[prompt_ids(lm.tokenizer, p) for p in ps] for lm, ps in zip(self.lms, prompts)]
         seeds = [derive_seed(self.seed, offset + i) for i in range(n)]
         uniforms = row_uniforms(seeds, self.max_new_tokens)  # [n, max_new_tokens]
         new: list[list[int]] = [[] for _ in range(n)]
         live = list(range(n))
         for step in range(self.max_new_tokens):
             logits = []
-            for cache, prompt_ids in zip(caches, ids):
-                got = cache.sync([SyncRequest(r, prompt_ids[r] + new[r]) for r in live])
-                rows = [g[len(prompt_ids[r]) + len(new[r])] for g, r in zip(got, live)]
+            for cache, prompt in zip(caches, ids):
+                got = cache.sync([SyncRequest(r, prompt[r] + new[r]) for r in live])
+                rows = [g[len(prompt[r]) + len(new[r])] for g, r in zip(got, live)]
                 logits.append(torch.stack(rows)[:, : self.vocab].float().cpu())
             mixed = logits[0] + self.alpha * (logits[1] - logits[2])
             k = len(live)

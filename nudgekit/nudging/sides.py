@@ -18,7 +18,7 @@ from nudgekit.engines.sampling import derive_seed, sample_step
 from nudgekit.nudging.attribution import NudgeOutput
 from nudgekit.nudging.kv import FORWARD_COST, RowCache, SyncRequest
 from nudgekit.nudging.rules import Chunk, Draft
-from nudgekit.nudging.text import PieceStream, encode, eos_ids
+from nudgekit.nudging.text import PieceStream, eos_ids, prompt_ids, start_ids
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class Side:
         pad = int(pad if pad is not None else min(self.eos))
         self.cache = RowCache(self.model, batch, pad, forward_cost=forward_cost, lean=lean)
         self.prompts: list[str] = [""] * batch
+        self.bos = start_ids(self.tok)  # the BOS its tokenizer puts before a prompt, if any
         self.temperature, self.top_p, self.seed = temperature, top_p, seed
         self.gens: list[torch.Generator | None] = [None] * batch
 
@@ -51,7 +52,8 @@ class Side:
             self.gens[row] = torch.Generator().manual_seed(derive_seed(self.seed, key))
 
     def encode(self, row: int, text: str) -> list[int]:
-        return encode(self.tok, self.prompts[row] + text)
+        """The ids of the row's prompt + `text` (the prompt's BOS, if any, once)."""
+        return prompt_ids(self.tok, self.prompts[row] + text, self.bos)
 
     def serve(self, requests: list[SyncRequest]) -> list[dict[int, Pick]]:
         """One forward for `requests`, then a (batched) pick at every asked position."""

@@ -3,7 +3,10 @@
 The two models exchange *text*; each turns the shared text into its own ids with `encode`, and
 turns the ids it generated back into text with `pieces`, which decodes every token in the context
 of the tokens before it (SentencePiece tokenizers drop a token's leading space when it is decoded
-alone; byte-level ones split a character over several tokens).
+alone; byte-level ones split a character over several tokens, and a piece holds a character back
+until its last byte has arrived, so no U+FFFD for half a character ever enters the shared text).
+A prompt gets its tokenizer's BOS once, at its start (`prompt_ids`, `engines.tokens`); the output
+text is counted and re-tokenised after the prompt, never with special tokens of its own.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from nudgekit.engines.tokens import start_ids, with_start
 from nudgekit.errors import NudgekitError
 
 CONTEXT_TOKENS = 4  # tokens of left context when decoding pieces
@@ -47,6 +51,13 @@ def encode(tokenizer: Any, text: str, add_special_tokens: bool = False) -> list[
     return list(fast)
 
 
+def prompt_ids(tokenizer: Any, text: str, start: Sequence[int] | None = None) -> list[int]:
+    """`encode(tokenizer, text)` behind the tokenizer's start tokens (its BOS), once: what a
+    prompt (plus the output after it) is fed as. `start`: `start_ids(tokenizer)`, if kept."""
+    start = start_ids(tokenizer) if start is None else start
+    return with_start(start, encode(tokenizer, text))
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two id sequences (bisected with slice
     comparisons, which run in C: these sequences are whole prompts plus answers)."""
@@ -64,19 +75,30 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return lo
 
 
+REPLACEMENT = "\ufffd"  # what a tokenizer decodes bytes of an unfinished character to
+
+
 class PieceStream:
-    """The text each token adds after `context`, one token at a time (see `pieces`)."""
+    """The text each token adds after `context`, one token at a time (see `pieces`).
+
+    A byte-level tokenizer decodes the first bytes of a character split over several tokens to
+    U+FFFD, and the character itself once its last byte arrives. Trailing U+FFFD is therefore
+    held back (the token's piece is "") until a later token completes it or follows it with
+    other text: then the held text is emitted, as the decode has it. A stream that ends on
+    unfinished bytes leaves them out.
+    """
 
     def __init__(self, tokenizer: Any, context: Sequence[int]) -> None:
         self.tokenizer = tokenizer
         self.ctx = list(context[-CONTEXT_TOKENS:])
         self.ids: list[int] = []
-        self.prev = tokenizer.decode(self.ctx, skip_special_tokens=True)
+        self.prev = tokenizer.decode(self.ctx, skip_special_tokens=True).rstrip(REPLACEMENT)
 
     def add(self, token: int) -> str:
         self.ids.append(token)
         cur = self.tokenizer.decode(self.ctx + self.ids, skip_special_tokens=True)
-        # decoding more tokens can rewrite the tail (a completed multi-byte character)
+        cur = cur.rstrip(REPLACEMENT)  # bytes of a character still to come, or nothing yet
+        # decoding more tokens can rewrite the tail (a SentencePiece cleanup)
         cut = common_prefix(self.prev, cur) if not cur.startswith(self.prev) else len(self.prev)
         self.prev = cur
         return cur[cut:]
