@@ -38,6 +38,17 @@ def completion_text(completion: object) -> str:
     return completion if isinstance(completion, str) else ""
 
 
+def score_batch(
+    verifier: Callable[[str, str], float], completions: Sequence, answers: Sequence
+) -> list[float]:
+    """Scores of ``(completion, answer)`` pairs: one `Verifier.batch` round trip when the
+    verifier has one, else one call per pair."""
+    batch = getattr(verifier, "batch", None)
+    if callable(batch):
+        return list(batch(completions, answers))
+    return [float(verifier(c, a)) for c, a in zip(completions, answers)]
+
+
 class VerifierReward:
     """1.0 per completion that the verifier accepts against the row's ``answer_key`` column.
 
@@ -45,12 +56,17 @@ class VerifierReward:
         verifier: a verifier name or path (see `load_verifier`) or a `Verifier`.
         answer_key: the dataset column holding the gold answer.
         timeout_s: per-call time limit handed to `load_verifier`.
+        isolation: ``"process"`` (worker pool, hard timeout) or ``"inline"``.
     """
 
     def __init__(
-        self, verifier: str | Verifier = "math", answer_key: str = "answer", timeout_s: float = 5.0
+        self,
+        verifier: str | Verifier = "math",
+        answer_key: str = "answer",
+        timeout_s: float = 5.0,
+        isolation: str = "process",
     ) -> None:
-        self.verifier = load_verifier(verifier, timeout_s=timeout_s)
+        self.verifier = load_verifier(verifier, timeout_s=timeout_s, isolation=isolation)
         self.answer_key = answer_key
         self.__name__ = f"{self.verifier.name}_reward"  # TRL logs rewards by __name__
 
@@ -66,7 +82,7 @@ class VerifierReward:
                 f"reward {self.__name__!r}: {len(completions)} completions but "
                 f"{len(answers)} values in column {self.answer_key!r}"
             )
-        return [self.verifier(completion_text(c), a) for c, a in zip(completions, answers)]
+        return score_batch(self.verifier, [completion_text(c) for c in completions], answers)
 
 
 class FormatReward:

@@ -6,14 +6,20 @@ as a failure, a call that runs past ``timeout_s`` scores 0.0 and counts as a tim
 
 How the timeout works (and why):
 
-* In the main thread (the usual place reward functions run, in TRL and in our trainer) a
-  ``SIGALRM`` interval timer raises `VerifierTimeout` inside the running Python code, so a runaway
-  sympy simplification is actually stopped. `VerifierTimeout` derives from `BaseException` so
-  that ``except Exception`` blocks inside math-verify or sympy cannot swallow it.
-* Anywhere else (a worker thread, a platform without ``SIGALRM``, or when some outer code already
-  armed the real-time timer) signals are unavailable, so the call runs in a daemon thread and the
-  caller waits at most ``timeout_s``. Python threads cannot be killed: an abandoned call finishes
-  in the background. Input lengths are capped (``max_chars``) so that this stays rare and cheap.
+* By default (``isolation="process"``) calls run in a small pool of worker processes
+  (`nudgekit.rewards.pool`): a call that runs past ``timeout_s`` is stopped by the SIGALRM timer
+  below inside the worker, and one that still runs ``grace_s`` later (stuck in C code, or
+  swallowing the timeout) gets its worker process killed and replaced. This holds from any
+  thread. `Verifier.batch` sends many calls at once, which keeps the overhead small.
+* With ``isolation="inline"`` (or for a raw verifier that cannot be pickled, such as a lambda or
+  a function of ``__main__``) the call runs in this process. In the main thread a ``SIGALRM``
+  interval timer raises `VerifierTimeout` inside the running Python code, so a runaway sympy
+  simplification is actually stopped. `VerifierTimeout` derives from `BaseException` so that
+  ``except Exception`` blocks inside math-verify or sympy cannot swallow it. Anywhere else (a
+  worker thread, a platform without ``SIGALRM``, or when some outer code already armed the
+  real-time timer) the call runs in a daemon thread and the caller waits at most ``timeout_s``;
+  Python threads cannot be killed, so an abandoned call finishes in the background. Input
+  lengths are capped (``max_chars``) so that this stays rare and cheap.
 
 math-verify's own signal timeouts are switched off by the math verifier (they only work in the
 main thread, and their ``signal.alarm(0)`` would cancel this guard's timer).
@@ -22,12 +28,14 @@ main thread, and their ``signal.alarm(0)`` would cancel this guard's timer).
 from __future__ import annotations
 
 import math
+import pickle
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 RawVerifier = Callable[[str, str], float]
+ISOLATIONS = ("process", "inline")
 
 
 class VerifierTimeout(BaseException):
@@ -114,7 +122,7 @@ def call_with_timeout(fn: Callable[[], float], timeout_s: float | None) -> float
     return _call_in_thread(fn, timeout_s)
 
 
-def _as_score(value: object) -> float:
+def as_score(value: object) -> float:
     """Coerce a raw verifier result to a float in [0, 1]; bool and numbers are accepted."""
     score = float(value)  # type: ignore[arg-type]
     if not math.isfinite(score):
@@ -131,6 +139,17 @@ def _as_text(value: object, what: str) -> str:
     raise TypeError(f"{what} must be a string, got {type(value).__name__}")
 
 
+def _is_portable(fn: object) -> bool:
+    """Whether ``fn`` can be sent to a worker process (pickled by reference and importable)."""
+    if getattr(fn, "__module__", None) == "__main__":
+        return False
+    try:
+        pickle.dumps(fn)
+    except Exception:  # noqa: BLE001 - lambdas, closures, local functions
+        return False
+    return True
+
+
 class Verifier:
     """A guarded ``(completion, answer) -> float`` callable with call counters.
 
@@ -141,38 +160,75 @@ class Verifier:
         max_chars: completions longer than this keep only their last ``max_chars`` characters
             (final answers sit at the end) and answers longer than this score 0; this bounds
             the work any single call can cause.
+        isolation: ``"process"`` runs calls in the worker pool with a hard timeout;
+            ``"inline"`` runs them in this process (the signal / thread guard only).
     """
 
     def __init__(
-        self, fn: RawVerifier, name: str, timeout_s: float | None = 5.0, max_chars: int = 20_000
+        self,
+        fn: RawVerifier,
+        name: str,
+        timeout_s: float | None = 5.0,
+        max_chars: int = 20_000,
+        isolation: str = "process",
     ) -> None:
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
         self.fn = fn
         self.name = name
         self.timeout_s = timeout_s
         self.max_chars = max_chars
+        self.isolation = isolation if _is_portable(fn) else "inline"
         self.stats = VerifierStats()
         self._lock = threading.Lock()
 
-    def __call__(self, completion: str, answer: str) -> float:
-        outcome = "ok"
-        score = 0.0
+    def _prepare(self, completion: object, answer: object) -> tuple[str, str] | None:
+        """The (completion, answer) strings to verify, or None for malformed input."""
         try:
             text = _as_text(completion, "completion")[-self.max_chars :]
             gold = _as_text(answer, "answer")
-            if len(gold) > self.max_chars:
-                raise ValueError("answer longer than max_chars")
-            score = _as_score(call_with_timeout(lambda: self.fn(text, gold), self.timeout_s))
+        except TypeError:
+            return None
+        return None if len(gold) > self.max_chars else (text, gold)
+
+    def _run_inline(self, text: str, gold: str) -> tuple[float, str]:
+        try:
+            return as_score(call_with_timeout(lambda: self.fn(text, gold), self.timeout_s)), "ok"
         except VerifierTimeout:
-            outcome = "timeout"
+            return 0.0, "timeout"
         except Exception:  # noqa: BLE001 - the contract: a verifier never raises
-            outcome = "failure"
+            return 0.0, "failure"
+
+    def _run(self, items: list[tuple[str, str]]) -> list[tuple[float, str]]:
+        if self.isolation == "process" and items:
+            from nudgekit.rewards.pool import get_pool
+
+            try:
+                return get_pool().run(self.fn, items, self.timeout_s)
+            except OSError:  # no processes here (a sandbox): the inline guard still holds
+                self.isolation = "inline"
+        return [self._run_inline(text, gold) for text, gold in items]
+
+    def batch(self, completions: Sequence[object], answers: Sequence[object]) -> list[float]:
+        """Score many ``(completion, answer)`` pairs at once (one round trip to the pool).
+
+        Returns:
+            One score per pair; a malformed pair, a failure or a timeout scores 0.0 and counts.
+        """
+        if len(completions) != len(answers):
+            raise ValueError(f"{len(completions)} completions but {len(answers)} answers")
+        prepared = [self._prepare(c, a) for c, a in zip(completions, answers)]
+        valid = [p for p in prepared if p is not None]
+        done = iter(self._run(valid))
+        outcomes = [next(done) if p is not None else (0.0, "failure") for p in prepared]
         with self._lock:
-            self.stats.calls += 1
-            if outcome == "timeout":
-                self.stats.timeouts += 1
-            elif outcome == "failure":
-                self.stats.failures += 1
-        return score if outcome == "ok" else 0.0
+            self.stats.calls += len(outcomes)
+            self.stats.failures += sum(o == "failure" for _, o in outcomes)
+            self.stats.timeouts += sum(o == "timeout" for _, o in outcomes)
+        return [score if outcome == "ok" else 0.0 for score, outcome in outcomes]
+
+    def __call__(self, completion: str, answer: str) -> float:
+        return self.batch([completion], [answer])[0]
 
     def reset_stats(self) -> VerifierStats:
         """Zero the counters and return the values they had (e.g. once per logging step)."""
@@ -181,7 +237,10 @@ class Verifier:
         return old
 
     def __repr__(self) -> str:
-        return f"Verifier({self.name!r}, timeout_s={self.timeout_s}, stats={self.stats})"
+        return (
+            f"Verifier({self.name!r}, timeout_s={self.timeout_s}, "
+            f"isolation={self.isolation!r}, stats={self.stats})"
+        )
 
     # Locks don't pickle; verifiers must, to cross into dataloader / multiprocessing workers.
     def __getstate__(self) -> dict:

@@ -46,7 +46,10 @@ def resolve_verifier(name: str) -> RawVerifier:
 
 
 def load_verifier(
-    name: str | Callable, timeout_s: float | None = 5.0, max_chars: int = 20_000
+    name: str | Callable,
+    timeout_s: float | None = 5.0,
+    max_chars: int = 20_000,
+    isolation: str = "process",
 ) -> Verifier:
     """A `Verifier` ``(completion, answer) -> float`` that never raises and never hangs.
 
@@ -55,6 +58,9 @@ def load_verifier(
             ``"package.module:function"`` path, or a raw callable to guard.
         timeout_s: per-call time limit in seconds; a call past it scores 0.0 (None: no limit).
         max_chars: completions keep only their last ``max_chars`` characters.
+        isolation: ``"process"`` (default) runs calls in a worker-process pool whose hard
+            timeout kills a runaway call from any thread; ``"inline"`` runs them in this
+            process under the signal / thread guard (see `nudgekit.rewards.guard`).
 
     Returns:
         The guarded verifier; its ``stats`` count calls, failures and timeouts.
@@ -63,5 +69,5 @@ def load_verifier(
         return name
     if callable(name):
         label = getattr(name, "__name__", type(name).__name__)
-        return Verifier(name, label, timeout_s=timeout_s, max_chars=max_chars)
-    return Verifier(resolve_verifier(name), name, timeout_s=timeout_s, max_chars=max_chars)
+        return Verifier(name, label, timeout_s, max_chars, isolation)
+    return Verifier(resolve_verifier(name), name, timeout_s, max_chars, isolation)
