@@ -21,6 +21,7 @@ import torch
 
 from nudgekit.engines.base import GenerationRequest
 from nudgekit.engines.hf import HFEngine
+from nudgekit.errors import NudgekitError
 from nudgekit.models import ModelSpec, load_model, load_tokenizer
 from nudgekit.models.lean import LeanForward
 from nudgekit.models.testing import build_tiny_model, build_tiny_tokenizer
@@ -126,6 +127,23 @@ def test_row_cache_gives_plain_forward_logits(lms, arch, batch):
                 assert torch.allclose(logits, want, atol=1e-4), (arch, length)
                 checked += 1
     assert checked >= 7 and len(grown) > 2 * WINDOW
+
+
+def test_what_the_cache_cannot_mask_is_refused(lms):
+    """Attention the ready masks cannot express fails at once instead of decoding wrongly."""
+    config = lms["gemma3"].model.config
+    impl = config._attn_implementation
+    try:
+        config.use_bidirectional_attention = True
+        with pytest.raises(NudgekitError, match="bidirectional"):
+            RowCache(lms["gemma3"].model, batch=2, pad_id=0)
+        config.use_bidirectional_attention = False
+        config._attn_implementation = "flash_attention_2"
+        with pytest.raises(NudgekitError, match="sdpa"):
+            RowCache(lms["gemma3"].model, batch=2, pad_id=0)
+    finally:
+        config.use_bidirectional_attention = False
+        config._attn_implementation = impl
 
 
 # ---------------------------------------------------------------- BOS
