@@ -104,10 +104,8 @@ class HFEngine:
         progress: show a tqdm bar over micro-batches.
         eos_token_ids: ids that end a sample with `finish_reason="eos"`; default: the model's
             generation config plus the tokenizer's EOS.
-        add_special_tokens: start text prompts with the tokenizer's start tokens (its BOS, for
-            tokenizers that add one, e.g. Gemma's), unless the text already begins with them (a
-            chat template that writes the BOS): `engines.tokens.prompt_ids`. False: the text's
-            own ids only.
+        add_special_tokens: text prompts start with the tokenizer's BOS (if it adds one, e.g.
+            Gemma's) unless a chat template already wrote it (`engines.tokens.prompt_ids`).
         share_prefix: prefill each distinct prompt once and share its KV cache across its `n`
             samples; off prefills every sample row separately, as `generate` does (kept for
             benchmarks and as a fallback; samples are the same either way up to rounding).
