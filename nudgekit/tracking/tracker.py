@@ -20,7 +20,8 @@ Departures from a bare `wandb.log`: steps are always explicit (``step=None`` mea
 + 1"), so W&B and the mirror agree on step numbers; a step lower than one already sent to W&B is
 written to the mirror but not to W&B (which would drop it), with a warning. Values are converted
 by `values.to_jsonable` (tensors and numpy scalars become numbers, unknown objects their ``str``),
-and credential values from the environment are scrubbed from every string (`redact`).
+and credential values (from the environment, or under a secret key of the config) are scrubbed from
+every string, including the W&B run's name, tags and group (`redact`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from types import TracebackType
 from typing import Any
 
 from nudgekit.errors import NudgekitError
+from nudgekit.rundir import is_main_process
 from nudgekit.tracking import wandb_backend
 from nudgekit.tracking.files import (
     JsonlFile,
@@ -42,7 +44,13 @@ from nudgekit.tracking.files import (
     table_filename,
     write_atomic,
 )
-from nudgekit.tracking.redact import redact, scrub, secret_values
+from nudgekit.tracking.redact import (
+    config_secret_values,
+    longest_first,
+    redact,
+    scrub,
+    secret_values,
+)
 from nudgekit.tracking.values import to_jsonable, to_wandb
 
 log = logging.getLogger(__name__)
@@ -83,10 +91,12 @@ class Tracker:
             raise NudgekitError(f"tracking.mode: {mode!r} is not one of {', '.join(MODES)}")
         self.run_dir = Path(run_dir)
         self.mode = mode
-        self.config = redact(_plain_config(config))
-        self.active = _is_main_process()
+        plain = _plain_config(config)
+        self.config = redact(plain)
+        self.active = is_main_process()
         self.wandb_run: Any = None
-        self._secrets = secret_values()
+        # env credentials and values under secret config keys, scrubbed from everything logged
+        self._secrets = longest_first(secret_values() + config_secret_values(plain))
         self._metrics = JsonlFile(self.run_dir / "metrics.jsonl")
         self._tables: dict[str, JsonlFile] = {}
         self._summary: dict[str, Any] = {}
@@ -104,10 +114,11 @@ class Tracker:
                 mode,
                 project,
                 self.config,
-                name=name,
-                tags=list(tags) if tags else None,
-                group=group,
+                name=scrub(name, self._secrets),
+                tags=scrub([str(t) for t in tags], self._secrets) if tags else None,
+                group=scrub(group, self._secrets),
                 settings=settings,
+                secrets=self._secrets,
             )
 
     @property
@@ -258,10 +269,3 @@ def _plain_config(config: Any) -> dict[str, Any]:
     if not isinstance(config, Mapping):
         raise NudgekitError(f"tracking: config must be a mapping, got {type(config).__name__}")
     return to_jsonable(config, finite_only=False)
-
-
-def _is_main_process() -> bool:
-    try:
-        return int(os.environ.get("RANK", "0")) == 0
-    except ValueError:
-        return True

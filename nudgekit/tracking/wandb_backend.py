@@ -10,7 +10,8 @@ What this adds over a bare `wandb.init` (checked against wandb 0.31):
 - the run directory exists before `wandb.init`, so W&B finds git metadata instead of warning
   that the "git root does not exist";
 - ``sys.argv`` is redacted while the run starts, because W&B copies the command line into its run
-  metadata and a Hydra override such as ``tracking.api_key=...`` would otherwise be stored;
+  metadata and a Hydra override such as ``tracking.api_key=...`` would otherwise be stored (name,
+  tags, group and config come in already redacted from the tracker);
 - offline runs switch off W&B's own usage telemetry, which otherwise still probes the server;
 - `finish_run` returns only once the ``.wandb`` file is on disk (bare ``Run.finish`` does not);
 - W&B failures (no API key online, no network) become one-line `NudgekitError`s.
@@ -22,7 +23,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,9 @@ logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def _redacted_argv() -> Iterator[None]:
+def _redacted_argv(secrets: Iterable[str] = ()) -> Iterator[None]:
     saved = sys.argv
-    sys.argv = saved[:1] + redact_argv(saved[1:])
+    sys.argv = saved[:1] + redact_argv(saved[1:], secrets=secrets)
     try:
         yield
     finally:
@@ -56,6 +57,7 @@ def start_run(
     tags: list[str] | None = None,
     group: str | None = None,
     settings: Mapping[str, Any] | None = None,
+    secrets: Iterable[str] = (),
 ) -> Any:
     """Start a W&B run whose files live under ``run_dir/wandb/``.
 
@@ -68,6 +70,7 @@ def start_run(
         tags: run tags.
         group: run group (e.g. one sweep).
         settings: extra ``wandb.Settings`` fields, overriding `DEFAULT_SETTINGS`.
+        secrets: credential values to scrub from the command line W&B records.
 
     Returns:
         The ``wandb.Run``.
@@ -87,7 +90,7 @@ def start_run(
         detail = "; ".join(line.strip() for line in str(e).splitlines()[:3])
         raise NudgekitError(f"tracking.settings: invalid W&B setting ({detail})") from e
     try:
-        with _redacted_argv():
+        with _redacted_argv(secrets):
             return wandb.init(
                 dir=str(run_dir),
                 mode=mode,
