@@ -14,4 +14,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    from nudgekit.launch import launch
+
+    launch(main)  # Hydra's config errors -> one line and exit code 2, like every user error
