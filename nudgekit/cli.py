@@ -15,7 +15,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nudgekit.errors import NudgekitError
-from nudgekit.runtime import find_user_error, seed_everything, validate_targets
+from nudgekit.rundir import locked_run_dir
+from nudgekit.runtime import check_config, find_user_error, seed_everything, validate_targets
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,16 @@ def output_dir(cfg: DictConfig) -> Path:
 
 
 def _run(cfg: DictConfig) -> float | None:
+    check_config(cfg)
     if cfg.get("dry_run"):
         return dry_run(cfg)
-    seed_everything(int(cfg.seed))
     run_dir = output_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with locked_run_dir(run_dir):  # one run per run dir; created if missing
+        return _run_locked(cfg, run_dir)
+
+
+def _run_locked(cfg: DictConfig, run_dir: Path) -> float | None:
+    seed_everything(int(cfg.seed))
     container = OmegaConf.to_container(cfg, resolve=True)
     tracker = instantiate(cfg.logger)(run_dir=str(run_dir), config=container)
     try:
