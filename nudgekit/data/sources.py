@@ -99,12 +99,36 @@ def read_file(path: Path, label: str | None = None) -> datasets.Dataset:
         raise NudgekitError(
             f"{label}: unsupported file type '{path.suffix}' (expected .json, .jsonl or .parquet)"
         )
+    if builder == "json":
+        # the arrow reader stores bad bytes as they are; they only fail when a row is decoded
+        check_utf8(path, label)
     try:
         with _quiet_progress():
             return datasets.load_dataset(builder, data_files=str(path), split="train")
     except Exception as err:  # noqa: BLE001 - any reader failure is a bad file; re-diagnosed below
         detail = diagnose_json(path) if builder == "json" else None
         raise NudgekitError(f"{label}: {detail or _first_line(err)}") from err
+
+
+def check_utf8(path: Path, label: str | None = None) -> None:
+    """Refuse a text data file that is not valid UTF-8, naming the first bad line and byte.
+
+    Args:
+        path: the file (read line by line, so memory stays flat for large files).
+        label: how to name the file in errors (defaults to `path`).
+
+    Raises:
+        NudgekitError: ``"<file> line N: not valid UTF-8 (byte 0xE9 at column C) ..."``.
+    """
+    with open(path, "rb") as f:
+        for line_no, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise NudgekitError(
+                    f"{label or path} line {line_no}: not valid UTF-8 (byte "
+                    f"0x{line[err.start]:02X} at column {err.start + 1}); re-save the file as UTF-8"
+                ) from None
 
 
 def diagnose_json(path: Path) -> str | None:
