@@ -133,9 +133,9 @@ def type_problems(cfg: DictConfig) -> list[str]:
             if value is None or _fits(value, accepted):
                 continue
             source = source_key(cfg, f"{key}.{name}")
+            receiver = f"{node._target_} `{name}`"
             problems.setdefault(
-                source,
-                f"{source}: expected {_describe(accepted)}, got {value!r} ({node._target_} `{name}`)",
+                source, f"{source}: expected {_describe(accepted)}, got {value!r} ({receiver})"
             )
     return list(problems.values())
 
