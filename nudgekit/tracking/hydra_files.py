@@ -26,6 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from nudgekit.tracking.files import write_atomic
 from nudgekit.tracking.redact import (
     REDACTED,
     argv_secret_values,
@@ -124,8 +125,6 @@ def redact_yaml_file(path: Path, secrets: Sequence[str], overrides: Sequence[str
     clean = _redact_any(data, secrets, override_replacements(overrides))
     if clean == data:
         return False
-    from nudgekit.tracking.files import write_atomic  # local: keep import cycles out
-
     write_atomic(path, OmegaConf.to_yaml(OmegaConf.create(clean)))
     return True
 
