@@ -1,24 +1,34 @@
-"""Atomic, resumable training checkpoints and plain-HF export.
+"""Atomic, verified, resumable training checkpoints and plain-HF export.
 
 A checkpoint is a directory `step-000042/` holding:
 
 ```
-trainer_state.json   step, data position, plateau state, extra_state (NuRL: stage, hint store)
+trainer_state.json   step, data position, plateau state, the run config, extra_state (NuRL:
+                     stage, hint store)
 rng-rank<r>.pt       python / numpy / torch RNG states of rank r
 torch_state.pt       model + optimizer + scheduler (torch backend), or
 deepspeed/           DeepSpeed's own per-rank files (ZeRO backends)
+manifest.json        size + sha256 of every other file (`manifest`), written last
 ```
 
-Every rank writes into `.tmp-step-000042/`; after a barrier rank 0 writes `trainer_state.json`
-last and renames the temp dir into place, so a directory named `step-*` is always complete: a
-process killed mid-write leaves only a `.tmp-*` dir, which the next save of that step replaces and
-`latest()` never returns. `resume="auto"` picks the newest complete checkpoint (or starts fresh),
-a path resumes from exactly that checkpoint, None never resumes.
+Every rank writes into `.tmp-step-000042/`; after a barrier rank 0 writes `trainer_state.json`,
+then the manifest, and renames the temp dir into place, so a directory named `step-*` is always
+complete: a process killed mid-write leaves only a `.tmp-*` dir, which the next save of that
+step replaces. Directories are deleted (pruned, or replaced by a new save of the same step) by
+renaming them to `.trash-*` first, so a killed deletion never leaves a half-deleted `step-*`.
+
+`resolve()` verifies a checkpoint against its manifest before anything is loaded (DeepSpeed
+unpickles its files). `resume="auto"` takes the newest checkpoint that verifies, skipping broken
+ones with a one-line warning each (and refuses when there are checkpoints but none verifies); an
+explicit path that fails verification is a one-line error; None never resumes. Checkpoints
+written before manifests existed load with a warning when they hold only `weights_only` torch
+files (nothing in them can run code), and are refused when they hold DeepSpeed state.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -30,8 +40,12 @@ import numpy as np
 import torch
 
 from nudgekit.errors import NudgekitError
+from nudgekit.rl.manifest import MANIFEST, verify, write_manifest
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
+_LEGACY_FILES = ("torch_state.pt", "rng-rank0.pt")  # what a torch-backend checkpoint must hold
 _NAME = re.compile(r"^step-(\d+)$")
 
 
@@ -62,7 +76,7 @@ def _tuples(x: Any) -> Any:
 
 
 class CheckpointManager:
-    """Save, find and load checkpoints under one directory.
+    """Save, find, verify and load checkpoints under one directory.
 
     Args:
         directory: where `step-*` directories live.
@@ -72,35 +86,121 @@ class CheckpointManager:
     def __init__(self, directory: str | os.PathLike, keep: int | None = 2) -> None:
         self.directory = Path(directory)
         self.keep = keep
+        self._verified: set[Path] = set()
 
     def path(self, step: int) -> Path:
         return self.directory / f"step-{step:06d}"
 
-    def complete(self) -> list[Path]:
-        """Complete checkpoints, oldest first."""
+    def candidates(self) -> list[Path]:
+        """Every `step-*` directory, oldest first (complete or not)."""
         if not self.directory.is_dir():
             return []
         found = [
             (int(m.group(1)), p)
             for p in self.directory.iterdir()
-            if (m := _NAME.match(p.name)) and (p / STATE_FILE).is_file()
+            if (m := _NAME.match(p.name)) and p.is_dir()
         ]
         return [p for _, p in sorted(found)]
 
-    def latest(self) -> Path | None:
-        done = self.complete()
-        return done[-1] if done else None
+    def complete(self) -> list[Path]:
+        """Checkpoints that finished writing (a manifest, or an older one's state file)."""
+        return [
+            p for p in self.candidates() if (p / MANIFEST).is_file() or (p / STATE_FILE).is_file()
+        ]
 
-    def resolve(self, resume: str | os.PathLike | None) -> Path | None:
-        """The checkpoint to resume from: None, "auto" (newest or None) or an explicit path."""
+    def check(self, path: Path) -> str | None:
+        """Why `path` must not be loaded, or None (verified, or an older torch-only checkpoint).
+
+        Logs a warning for an older checkpoint without a manifest that is loaded unverified.
+        """
+        if (path / MANIFEST).is_file():
+            problem = verify(path)
+            if problem is None:
+                self._verified.add(path.resolve())
+            return problem
+        if not (path / STATE_FILE).is_file():
+            return f"incomplete (no {MANIFEST})"
+        if (path / "deepspeed").exists():
+            return (
+                f"no {MANIFEST} to verify its DeepSpeed state against (DeepSpeed unpickles "
+                "it, so it is only loaded verified)"
+            )
+        missing = [name for name in _LEGACY_FILES if not (path / name).is_file()]
+        if missing:  # e.g. half deleted by an older nudgekit's prune
+            return f"{missing[0]}: missing (and no {MANIFEST})"
+        log.warning(
+            "resume: %s has no %s (written before checkpoints were checksummed); "
+            "loading it unverified",
+            path,
+            MANIFEST,
+        )
+        self._verified.add(path.resolve())
+        return None
+
+    def latest(self) -> Path | None:
+        """The newest checkpoint that verifies; broken newer ones are skipped with a warning.
+
+        Raises:
+            NudgekitError: there are `step-*` directories but none of them verifies.
+        """
+        failed = []
+        for path in reversed(self.candidates()):
+            problem = self.check(path)
+            if problem is None:
+                if failed:
+                    log.warning(
+                        "resume=auto: falling back to %s, the newest intact checkpoint", path
+                    )
+                return path
+            log.warning("resume=auto: skipping %s (%s)", path, problem)
+            failed.append(f"{path.name}: {problem}")
+        if failed:
+            raise NudgekitError(
+                f"resume=auto: no intact checkpoint in {self.directory} ({'; '.join(failed)}); "
+                "move them away, or start fresh with resume=null"
+            )
+        return None
+
+    def resolve(self, resume: str | os.PathLike | None, backend: Any = None) -> Path | None:
+        """The checkpoint to resume from, verified: None, "auto" (newest intact) or a path.
+
+        Args:
+            resume: None/"null" (no resume), "auto", or a checkpoint directory.
+            backend: when given, rank 0 verifies and broadcasts its choice (or its error) to
+                the other ranks, so the files are hashed once and every rank agrees.
+
+        Raises:
+            NudgekitError: an explicit path that is not a verified checkpoint, or "auto" with
+                checkpoints none of which verifies (one line).
+        """
         if resume in (None, "", "null", "none", False):
             return None
-        if str(resume) == "auto":
-            return self.latest()
-        path = Path(resume)
-        if not (path / STATE_FILE).is_file():
-            raise NudgekitError(f"resume: {path} is not a complete checkpoint (no {STATE_FILE})")
+        outcome = self._choose(resume) if backend is None or backend.is_main else None
+        if backend is not None:
+            outcome = backend.broadcast_object(outcome)
+        kind, value = outcome
+        if kind == "error":
+            raise NudgekitError(value)
+        if value is None:
+            return None
+        path = Path(value)
+        self._verified.add(path.resolve())
         return path
+
+    def _choose(self, resume: str | os.PathLike) -> tuple[str, str | None]:
+        try:
+            if str(resume) == "auto":
+                found = self.latest()
+                return "path", str(found) if found is not None else None
+            path = Path(resume)
+            if not (path / MANIFEST).is_file() and not (path / STATE_FILE).is_file():
+                raise NudgekitError(f"resume: {path} is not a complete checkpoint (no {MANIFEST})")
+            problem = self.check(path)
+            if problem is not None:
+                raise NudgekitError(f"resume: {path} failed verification: {problem}; not loaded")
+            return "path", str(path)
+        except NudgekitError as err:
+            return "error", str(err)
 
     def save(self, step: int, backend: Any, state: dict[str, Any]) -> Path:
         """Write checkpoint `step` atomically; every rank must call this.
@@ -109,6 +209,9 @@ class CheckpointManager:
             step: the optimizer step the checkpoint ends (training resumes with `step`).
             backend: the training backend (writes model/optimizer/scheduler).
             state: the JSON-able trainer state (rank 0's is written).
+
+        Returns:
+            The checkpoint directory.
         """
         final, tmp = self.path(step), self.directory / f".tmp-step-{step:06d}"
         if backend.is_main:
@@ -120,17 +223,29 @@ class CheckpointManager:
         backend.barrier()
         if backend.is_main:
             _write_json(tmp / STATE_FILE, {"step": step, "world_size": backend.world_size, **state})
-            if final.exists():
-                shutil.rmtree(final)
+            write_manifest(tmp, step=step)
+            self._discard(final)
             os.replace(tmp, final)
             _fsync_dir(self.directory)
             self.prune()
         backend.barrier()
         return final
 
+    def read_state(self, path: Path) -> dict[str, Any]:
+        """The trainer state of a checkpoint (call `resolve` first: it verifies the file)."""
+        return json.loads((Path(path) / STATE_FILE).read_text())
+
     def load(self, path: Path, backend: Any) -> dict[str, Any]:
-        """Restore backend state and this rank's RNG; returns the trainer state."""
-        state = json.loads((path / STATE_FILE).read_text())
+        """Restore backend state and this rank's RNG; returns the trainer state.
+
+        A path that `resolve` did not return is verified first (nothing unverified is loaded).
+        """
+        path = Path(path)
+        if path.resolve() not in self._verified:
+            problem = self.check(path)
+            if problem is not None:
+                raise NudgekitError(f"resume: {path} failed verification: {problem}; not loaded")
+        state = self.read_state(path)
         if state.get("world_size", 1) != backend.world_size:
             raise NudgekitError(
                 f"resume: {path} was written by {state.get('world_size')} processes, "
@@ -142,10 +257,23 @@ class CheckpointManager:
         return state
 
     def prune(self) -> None:
+        """Delete all but the newest `keep` checkpoints (and leftovers of killed deletions)."""
+        for trash in self.directory.glob(".trash-*"):
+            shutil.rmtree(trash, ignore_errors=True)
         if self.keep is None:
             return
         for old in self.complete()[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            self._discard(old)
+
+    def _discard(self, path: Path) -> None:
+        """Delete a checkpoint dir: renamed away first, so no half-deleted `step-*` remains."""
+        if not path.exists():
+            return
+        trash = path.parent / f".trash-{path.name}"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(path, trash)
+        _fsync_dir(path.parent)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def export_hf(backend: Any, tokenizer: Any, directory: str | os.PathLike) -> Path:
