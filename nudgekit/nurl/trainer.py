@@ -24,10 +24,8 @@ the paper's stage 2 restarts from a saved stage-1 checkpoint, here the run simpl
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from nudgekit.errors import NudgekitError
@@ -36,7 +34,7 @@ from nudgekit.nurl.inject import HintInjector
 from nudgekit.nurl.pipeline import collection_metrics
 from nudgekit.nurl.sources import HintCollection
 from nudgekit.nurl.store import HintRecord, HintStore
-from nudgekit.rl.checkpoint import STATE_FILE
+from nudgekit.rl.runconfig import describe, flatten
 from nudgekit.rl.sampler import PromptSampler
 from nudgekit.rl.trainer import GRPOTrainer
 from nudgekit.rl.validation import sample_validation
@@ -211,13 +209,21 @@ class NuRLTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ resume
 
-    def load_checkpoint(self, path: Path) -> None:
-        extra = json.loads((Path(path) / STATE_FILE).read_text()).get("extra_state") or {}
+    def before_resume(self, state: dict[str, Any]) -> None:
+        extra = state.get("extra_state") or {}
         if int(extra.get("stage", 1)) == 2:  # the sampler runs over the filtered problems
             by_id = {p.id: p for p in self.train_problems}
             kept = [by_id[i] for i in extra["filtered_ids"]]
             self.sampler = PromptSampler(kept, self.prompts_per_step, seed=self.seed)
-        super().load_checkpoint(path)
+
+    def run_config(self) -> dict[str, Any]:
+        """GRPO's run config plus the schedule's (stage-2 length is run length, not recorded)."""
+        out = super().run_config()
+        own = {"injector": describe(self.injector), "start": self.start,
+               "stage1_max_steps": self.stage1_max_steps, "filter_n": self.filter_n,
+               "filter_solved": self.filter_solved, "filter_temperature": self.filter_temperature}
+        out.update(flatten(own))
+        return out
 
     def final_metrics(self) -> dict[str, float]:
         out = super().final_metrics()

@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from nudgekit.errors import NudgekitError
+from nudgekit.rl.runconfig import set_optimizer_values
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -140,6 +141,10 @@ class TorchBackend(_Collectives):
 
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
+
+    def set_hparams(self, values: dict[str, Any]) -> None:
+        """Override optimizer settings a resumed checkpoint restored (`set_optimizer_values`)."""
+        set_optimizer_values(self.optimizer, self.scheduler, values)
 
     @contextlib.contextmanager
     def generation(self) -> Iterator[torch.nn.Module]:
@@ -259,6 +264,10 @@ class DeepSpeedBackend(_Collectives):
     def lr(self) -> float:
         return float(self.engine.get_lr()[0])
 
+    def set_hparams(self, values: dict[str, Any]) -> None:
+        """Override optimizer settings a resumed checkpoint restored (`set_optimizer_values`)."""
+        set_optimizer_values(self.engine.optimizer, self.engine.lr_scheduler, values)
+
     @contextlib.contextmanager
     def generation(self) -> Iterator[torch.nn.Module]:
         if self.zero_stage != 3:
@@ -281,6 +290,8 @@ class DeepSpeedBackend(_Collectives):
         self.engine.save_checkpoint(str(directory), tag="deepspeed", save_latest=False)
 
     def load(self, directory: Path) -> None:
+        # DeepSpeed unpickles these files (torch.load(weights_only=False)): only ever called on
+        # a checkpoint `CheckpointManager` has verified against its manifest
         path, _ = self.engine.load_checkpoint(
             str(directory), tag="deepspeed", load_optimizer_states=True,
             load_lr_scheduler_states=True,

@@ -41,7 +41,7 @@ import torch
 from nudgekit.data.problem import Problem
 from nudgekit.engines.sampling import derive_seed
 from nudgekit.errors import NudgekitError
-from nudgekit.rl import steps
+from nudgekit.rl import runconfig, steps
 from nudgekit.rl.backends import TorchBackend
 from nudgekit.rl.checkpoint import CheckpointManager, export_hf
 from nudgekit.rl.losses import ClippedPolicyLoss
@@ -88,7 +88,10 @@ class GRPOTrainer:
         save_every: checkpoint every this many steps (0: only at the end).
         keep_checkpoints: how many checkpoints to keep.
         checkpoint_dir: where checkpoints go (default `<run_dir>/checkpoints`).
-        resume: "auto" (newest checkpoint if any), a checkpoint path, or None.
+        resume: "auto" (newest checkpoint that verifies, if any), a checkpoint path, or None.
+        resume_allow: run-config keys that may differ from the checkpoint's on resume (e.g.
+            `["optimizer.lr"]`; a prefix like `optimizer` or a last part like `lr` also
+            matches); any other changed key is refused. Allowed values take effect, lr included.
         export: write the final policy as a plain HF checkpoint to `<run_dir>/policy`.
         seed: seeds data order and sampling.
         num_threads: torch CPU threads (None: leave as is).
@@ -134,6 +137,7 @@ class GRPOTrainer:
         keep_checkpoints: int = 2,
         checkpoint_dir: str | None = None,
         resume: str | None = "auto",
+        resume_allow: Sequence[str] = (),
         export: bool = True,
         seed: int = 0,
         num_threads: int | None = None,
@@ -165,6 +169,7 @@ class GRPOTrainer:
         self.val_every, self.val_n, self.val_temperature = val_every, val_n, val_temperature
         self.save_every, self.keep_checkpoints = save_every, keep_checkpoints
         self.checkpoint_dir, self.resume, self.export = checkpoint_dir, resume, export
+        self.resume_allow = [str(k) for k in (resume_allow or ())]
         self.seed, self.num_threads = seed, num_threads
         self.rollout_hooks = list(rollout_hooks)
         self.share_prompt, self.sort_by_length = share_prompt, sort_by_length
@@ -200,7 +205,7 @@ class GRPOTrainer:
         self.sampler = PromptSampler(self.train_problems, self.prompts_per_step, seed=self.seed)
         ckpt_dir = Path(self.checkpoint_dir) if self.checkpoint_dir else self.run_dir / "checkpoints"
         self.checkpoints = CheckpointManager(ckpt_dir, keep=self.keep_checkpoints)
-        path = self.checkpoints.resolve(self.resume)
+        path = self.checkpoints.resolve(self.resume, self.backend)
         if path is not None:
             self.load_checkpoint(path)
 
@@ -246,6 +251,7 @@ class GRPOTrainer:
             "plateau": self.plateau.state_dict() if self.plateau is not None else None,
             "history": self.history,
             "extra_state": self.extra_state,
+            "config": self.run_config(),
         }
         path = self.checkpoints.save(self.step, self.backend, state)
         self._saved_step = self.step
@@ -253,7 +259,19 @@ class GRPOTrainer:
         return path
 
     def load_checkpoint(self, path: Path) -> None:
+        """Resume from a verified checkpoint: check the run config, load, apply allowed changes.
+
+        Raises:
+            NudgekitError: a run-config key differs and `resume_allow` does not cover it.
+        """
+        recorded = self.checkpoints.read_state(path)
+        allowed = runconfig.check_resume(
+            recorded.get("config"), self.run_config(), self.resume_allow, path)
+        self.before_resume(recorded)
         state = self.checkpoints.load(path, self.backend)
+        hparams = runconfig.optimizer_overrides(allowed)
+        if hparams:  # loading the optimizer state restored the checkpoint's values
+            self.backend.set_hparams(hparams)
         self.step = self._saved_step = int(state["step"])
         self.sampler.load_state_dict(state["sampler"])
         if self.plateau is not None and state.get("plateau"):
@@ -261,6 +279,13 @@ class GRPOTrainer:
         self.history = dict(state.get("history") or {})
         self.extra_state = dict(state.get("extra_state") or {})
         log.info("grpo: resumed from %s at step %d", path, self.step)
+
+    def run_config(self) -> dict[str, Any]:
+        """The settings that define this run (recorded in checkpoints, checked on resume)."""
+        return runconfig.grpo_config(self)
+
+    def before_resume(self, state: dict[str, Any]) -> None:
+        """Hook run after the config check and before any state is loaded (NuRL: sampler)."""
 
     def cleanup(self) -> None:
         self.backend.close()
