@@ -372,16 +372,22 @@ def bad_utf8_file(tmp_path: Path) -> Path:
         (["model=local"], ["model.name_or_path is required"]),
         (["experiment=eval_tiny", "seed=abc"], ["seed", "expected an integer"]),
         (
+            ["experiment=eval_tiny", "eval.n=${nope}", "+x.api_key=clisecret-INTERP-00jj"],
+            ["Interpolation key 'nope' not found", "eval.n"],
+        ),
+        (
             ["experiment=eval_tiny", "data=gsm8k", "data.path=BAD_UTF8"],
             ["latin1.jsonl line 2", "not valid UTF-8", "0xE9"],
         ),
     ],
-    ids=["eval.n", "decoder.gamma", "model-local", "seed", "non-utf8"],
+    ids=["eval.n", "decoder.gamma", "model-local", "seed", "interpolation", "non-utf8"],
 )
 def test_bad_values_are_one_line_exit_2(tmp_path, args, needles) -> None:
     args = [a.replace("BAD_UTF8", str(bad_utf8_file(tmp_path))) for a in args]
     out = run_cli([*args, "debug=tiny", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert_one_line_error(out, *needles)
+    assert "Warning" not in out.stderr + out.stdout  # e.g. a RunGuard callback that failed
+    assert files_holding(tmp_path / "run", "clisecret") == []
 
 
 def test_non_utf8_row_names_file_and_line_in_process(tmp_path) -> None:

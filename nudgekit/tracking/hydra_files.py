@@ -43,7 +43,9 @@ HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 
 def task_overrides(config: DictConfig) -> list[str]:
     """The job's command-line overrides (``hydra.overrides.task``) as plain strings."""
-    return [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
+    node = OmegaConf.select(config, "hydra.overrides.task", default=None)
+    # unresolved: an override such as `eval.n=${nope}` reads as an interpolation
+    return [] if node is None else [str(o) for o in OmegaConf.to_container(node, resolve=False)]
 
 
 def run_secrets(config: DictConfig) -> tuple[str, ...]:
