@@ -6,8 +6,9 @@ Each test reproduces one probe and asserts the fixed behaviour:
   a warning and falls back to the newest intact one; an explicit path is a one-line error.
 - a prune SIGKILLed half-way never leaves a `step-*` directory behind.
 - a pickle planted in DeepSpeed state is never unpickled: one-line refusal, no side effect.
-- changed lr / G / prompts_per_step / seed: one-line refusal naming the key; an allowed lr is
-  the optimizer's lr after the resume (and the scheduler's base).
+- changed lr / G / prompts_per_step / seed (and NuRL's schedule): one-line refusal naming the
+  key; an allowed lr is the optimizer's lr after the resume (and the scheduler's base), under
+  the torch backend, DeepSpeed and through the CLI (`pipeline.resume_allow=[optimizer.lr]`).
 
 The module trains one 2-step run (checkpointed after each step) and every test works on a copy.
 """
@@ -194,7 +195,10 @@ def test_planted_pickle_in_deepspeed_state_is_never_unpickled(tiny_qwen_dir, tmp
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not marker.exists(), "the planted pickle was unpickled"
-    explicit, auto = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    intact, explicit, auto = [
+        json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")
+    ]
+    assert intact == {"step": 1, "lr": 1e-3}  # DeepSpeed runs on with the allowed new lr
     checkpoint = tmp_path / "run" / "checkpoints" / "step-000001"
     assert explicit["type"] == auto["type"] == "NudgekitError"
     assert explicit["error"] == (
@@ -324,3 +328,19 @@ def test_cli_resume_allow_applies_a_new_lr(tiny_qwen_dir, tmp_path):
     assert "optimizer.lr 0.003 -> 0.001" in allowed.stdout + allowed.stderr
     logged = [json.loads(line) for line in (tmp_path / "r2" / "metrics.jsonl").open()]
     assert [m["step"] for m in logged] == [2] and logged[0]["train/lr"] == 1e-3
+
+
+def test_nurl_records_its_schedule_and_refuses_a_change(tiny_qwen_dir, tmp_path):
+    from test_nurl_trainer import make_nurl
+
+    schedule = dict(stage1_max_steps=1, stage2_steps=0, resume="auto")
+    first = make_nurl(tiny_qwen_dir, **schedule)
+    first.setup(tmp_path)
+    first.train()
+    first.cleanup()
+    with pytest.raises(NudgekitError) as err:
+        make_nurl(tiny_qwen_dir, **{**schedule, "filter_n": 2}).setup(tmp_path)
+    assert "filter_n 4 -> 2" in str(err.value) and "resume_allow=[filter_n]" in str(err.value)
+    longer = make_nurl(tiny_qwen_dir, **{**schedule, "stage2_steps": 1})  # run length: free
+    longer.setup(tmp_path)
+    assert longer.step == 1

@@ -6,12 +6,14 @@
 Trains one GRPO step under ZeRO-2 (world size 1) and checkpoints it, replaces DeepSpeed's
 model-states file with a pickle whose `__reduce__` creates MARKER (as an attacker with write
 access to the checkpoint would), then resumes from that checkpoint twice (explicit path and
-`resume=auto`). Prints one JSON line per resume attempt: `{"resume": ..., "error": ...,
-"type": ...}` (error None when the resume succeeded).
+`resume=auto`). Before planting, it resumes the intact checkpoint once with a new, allowed lr.
+Prints JSON lines: `{"step": ..., "lr": ...}` for that resume, then one
+`{"resume": ..., "error": ..., "type": ...}` per attempt (error None when it succeeded).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 import sys
@@ -23,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from nudgekit.rl import DeepSpeedBackend  # noqa: E402
 from tests.rl_helpers.build import make_trainer  # noqa: E402
+
+NEW_LR = 1e-3  # the checkpoint was trained with 3e-3
 
 
 class Planted:
@@ -66,6 +70,19 @@ def main() -> None:
     trainer.train()
     trainer.cleanup()
     checkpoint = Path(run_dir) / "checkpoints" / "step-000001"
+    # an intact checkpoint resumes, and an allowed new lr is what DeepSpeed's optimizer uses
+    optimizer = functools.partial(torch.optim.AdamW, lr=NEW_LR, weight_decay=0.0)
+    resumed = make_trainer(
+        model_dir,
+        max_steps=1,
+        backend=DeepSpeedBackend(2),
+        resume="auto",
+        optimizer=optimizer,
+        resume_allow=["optimizer.lr"],
+    )
+    resumed.setup(run_dir)
+    print(json.dumps({"step": resumed.step, "lr": resumed.backend.lr()}), flush=True)
+    resumed.cleanup()
     plant(checkpoint, Path(marker))
     for resume in (str(checkpoint), "auto"):
         print(json.dumps(attempt(model_dir, run_dir, resume)), flush=True)
