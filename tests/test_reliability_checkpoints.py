@@ -34,6 +34,7 @@ from transformers import get_linear_schedule_with_warmup
 from nudgekit.errors import NudgekitError
 from nudgekit.rl import CheckpointManager
 from nudgekit.rl.manifest import MANIFEST
+from nudgekit.rl.runconfig import changed_keys, check_resume
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPERS = ROOT / "tests" / "rl_helpers"
@@ -283,6 +284,24 @@ def test_unchanged_resume_needs_no_allowance(tiny_qwen_dir, run, caplog):
     trainer = _trainer(tiny_qwen_dir, max_steps=4, val_every=0, save_every=2)  # length, cadence
     trainer.setup(run)
     assert trainer.step == 2 and not _warnings(caplog)
+
+
+def test_added_or_removed_components_count_as_changes_new_arguments_do_not():
+    recorded = {"lr_scheduler": None, "verifier.name": "tiny", "seed": 0}
+    current = {
+        "lr_scheduler._target_": "transformers.get_constant_schedule",
+        "verifier.name": "tiny",
+        "verifier.isolation": "process",  # an argument newer code added: not comparable
+        "seed": 0,
+    }
+    assert changed_keys(recorded, current) == ["lr_scheduler", "lr_scheduler._target_"]
+    assert changed_keys(current, recorded) == ["lr_scheduler", "lr_scheduler._target_"]
+    with pytest.raises(NudgekitError, match=r"resume_allow=\[lr_scheduler,lr_scheduler._target_\]"):
+        check_resume(recorded, current, [], "ckpt")
+    assert set(check_resume(recorded, current, ["lr_scheduler"], "ckpt")) == {
+        "lr_scheduler",
+        "lr_scheduler._target_",
+    }
 
 
 def _cli(model_dir: Path, ckpt: Path, run: Path, *overrides: str) -> subprocess.CompletedProcess:

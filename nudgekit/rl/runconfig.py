@@ -129,12 +129,29 @@ def normalise(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def changed_keys(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Keys whose value differs (a key present on one side only counts as changed)."""
-    return sorted(
-        k
-        for k in set(recorded) | set(current)
-        if recorded.get(k, MISSING) != current.get(k, MISSING)
-    )
+    """Keys whose value differs between a recorded and the current flat config.
+
+    A key on one side only counts as changed when the other side has a key on its path
+    (`lr_scheduler: null` recorded, `lr_scheduler._target_` now: a scheduler was added). One
+    under a component both sides describe alike (a constructor argument newer code added) is
+    not comparable and is left out.
+    """
+    out = []
+    for key in set(recorded) | set(current):
+        if key in recorded and key in current:
+            if recorded[key] != current[key]:
+                out.append(key)
+        elif _related(key, current if key in recorded else recorded):
+            out.append(key)
+    return sorted(out)
+
+
+def _related(key: str, other: dict[str, Any]) -> bool:
+    """Whether `other` has a key that is a prefix of `key`, or that `key` is a prefix of."""
+    parts = key.split(".")
+    if any(".".join(parts[:i]) in other for i in range(1, len(parts))):
+        return True
+    return any(k.startswith(f"{key}.") for k in other)
 
 
 def is_allowed(key: str, allow: Sequence[str]) -> bool:
@@ -174,6 +191,9 @@ def check_resume(
         return {}
     current = normalise(current)
     changed = changed_keys(recorded, current)
+    unrecorded = sorted(set(current) - set(recorded) - set(changed))
+    if unrecorded:
+        log.info("resume: %s does not record %s (newer settings); not checked", where, unrecorded)
     refused = [k for k in changed if not is_allowed(k, allow)]
     if refused:
         shown = _changes(refused, recorded, current)
