@@ -29,8 +29,8 @@ from nudgekit.rundir import lock_run_dir, unlock_run_dir
 from nudgekit.tracking.hydra_files import (
     install_log_scrubber,
     redact_hydra_dir,
+    redact_or_remove,
     redact_overrides,
-    redact_yaml_file,
     run_secrets,
     task_overrides,
 )
@@ -70,7 +70,7 @@ class RunGuard(Callback):
             redact_hydra_dir(output_dir / str(subdir), self._secrets, overrides)
         sweep_dir = _select(config, "hydra.sweep.dir")
         if config.hydra.mode == RunMode.MULTIRUN and sweep_dir is not None:
-            redact_yaml_file(Path(sweep_dir) / "multirun.yaml", self._secrets, overrides)
+            redact_or_remove(Path(sweep_dir) / "multirun.yaml", self._secrets, overrides)
         install_log_scrubber(self._secrets)
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:

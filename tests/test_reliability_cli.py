@@ -23,6 +23,7 @@ from nudgekit import rundir
 from nudgekit.data import load_problems
 from nudgekit.errors import NudgekitError
 from nudgekit.rundir import LOCK_NAME, lock_run_dir, locked_run_dir, unlock_run_dir
+from nudgekit.tracking.hydra_files import redact_or_remove
 from nudgekit.tracking.redact import REDACTED, is_secret_key, redact, redact_argv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,6 +185,13 @@ def test_multirun_job_dirs_are_redacted(tmp_path) -> None:
     assert (sweep / "0" / ".hydra" / "overrides.yaml").is_file()
     assert (sweep / "multirun.yaml").is_file()
     assert files_holding(sweep, secret) == []
+
+
+def test_a_hydra_file_that_cannot_be_redacted_is_removed(tmp_path) -> None:
+    broken = tmp_path / "overrides.yaml"
+    broken.write_text("- +x.api_key=clisecret-BROKEN-10kk\n- [unclosed\n")
+    redact_or_remove(broken, (), ["+x.api_key=clisecret-BROKEN-10kk"])
+    assert not broken.exists()
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ Hydra saves ``<run>/.hydra/{config,hydra,overrides}.yaml`` (and, for a multirun,
 to ``<run>/<job>.log``, and prints ``Error executing job with overrides: [...]`` when a job
 fails. `nudgekit.callbacks.RunGuard` calls the functions here at job start / end so that:
 
-- the saved YAML files are rewritten with the same redaction as the tracker's ``config.yaml``
+- the saved YAML files are rewritten (or, if that fails, deleted) with the same redaction as the tracker's ``config.yaml``
   (`redact`: by key name and by value) plus `redact_argv` for the override lists, and every
   secret-keyed ``key=value`` override text is replaced wherever it occurs (e.g. in
   ``hydra.job.override_dirname``); unresolved interpolations stay unresolved;
@@ -39,6 +39,8 @@ from nudgekit.tracking.redact import (
 )
 
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+
+log = logging.getLogger(__name__)
 
 
 def task_overrides(config: DictConfig) -> list[str]:
@@ -107,7 +109,19 @@ def redact_hydra_dir(directory: Path, secrets: Sequence[str], overrides: Sequenc
         overrides: the job's command-line overrides.
     """
     for name in HYDRA_FILES:
-        redact_yaml_file(directory / name, secrets, overrides)
+        redact_or_remove(directory / name, secrets, overrides)
+
+
+def redact_or_remove(path: Path, secrets: Sequence[str], overrides: Sequence[str]) -> None:
+    """`redact_yaml_file`, failing closed: a file that cannot be redacted is deleted (warned).
+
+    Hydra's copies are a convenience; the run's own ``config.yaml`` is the redacted record.
+    """
+    try:
+        redact_yaml_file(path, secrets, overrides)
+    except Exception as err:  # noqa: BLE001 - never leave an unredacted copy behind
+        path.unlink(missing_ok=True)
+        log.warning("could not redact %s (%s: %s); removed it", path, type(err).__name__, err)
 
 
 def redact_yaml_file(path: Path, secrets: Sequence[str], overrides: Sequence[str]) -> bool:
