@@ -33,6 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from nudgekit.tracking.hydra_files import scrub_command_line_secrets
 
 FULL_ERROR = "HYDRA_FULL_ERROR"
+_SET_BY_LAUNCH = "NUDGEKIT_LAUNCH_SET_HYDRA_FULL_ERROR"
 USER_ERROR_EXIT = 2
 BUG_EXIT = 1
 
@@ -43,16 +44,18 @@ def launch(main: Callable[[], Any]) -> None:
     Args:
         main: the decorated entry point (it parses ``sys.argv`` itself).
     """
-    if os.environ.get(FULL_ERROR) == "1":
+    if os.environ.get(FULL_ERROR) == "1" and os.environ.get(_SET_BY_LAUNCH) != "1":
         main()
         return
-    os.environ[FULL_ERROR] = "1"
+    # the marker tells a nested `run.py` (a child inherits the environment) it was not the user
+    os.environ.update({FULL_ERROR: "1", _SET_BY_LAUNCH: "1"})
     try:
         main()
     except Exception as exc:  # noqa: BLE001 - every failure is reported here, once
         _report(exc)
     finally:
         os.environ.pop(FULL_ERROR, None)
+        os.environ.pop(_SET_BY_LAUNCH, None)
 
 
 def error_line(exc: BaseException) -> str | None:
