@@ -21,6 +21,7 @@ import re
 from nudgekit.rewards.numbers import Number, scan_numbers, to_number
 
 __all__ = [
+    "answer_span",
     "choice_letter",
     "final_number",
     "first_number",
@@ -130,6 +131,17 @@ def final_number(text: str) -> str | None:
         if found := scan_numbers(match):
             return _reading(found[0])
     return last_number(text)
+
+
+def answer_span(text: str) -> str | None:
+    """The text where the final answer sits: the last non-empty ``####`` line, else the rest of
+    the last answer-phrase line, else the last non-empty line; None for blank text."""
+    for pattern in (_HASHES, _ANSWER_PHRASE):
+        for match in reversed(pattern.findall(text)):
+            if match.strip():
+                return match.strip()
+    lines = text.rstrip().rsplit("\n", 1)
+    return lines[-1].strip() or None
 
 
 def _is_negated(text: str, start: int, end: int) -> bool:
