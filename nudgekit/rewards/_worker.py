@@ -6,7 +6,7 @@ nothing a verifier prints can corrupt the protocol:
 * the first message is the parent's ``sys.path`` (so ``"pkg.mod:fn"`` verifiers import here);
 * each task is a pickled ``(fn, timeout_s, [(completion, answer), ...])``; the worker answers
   ``b"r"`` once ``fn`` is unpickled (its module imported) or ``b"e"`` when that failed, then
-  ``b"d"`` messages carrying ``(score, outcome)`` records for the items done so far, flushed at
+  ``b"d"`` messages carrying ``(score, seconds, outcome)`` records for the items done so far, flushed at
   least every `FLUSH_S` seconds while items complete, so the parent can tell which item is
   running and how long it has run.
 
@@ -25,20 +25,22 @@ from multiprocessing.connection import Connection
 
 from nudgekit.rewards.guard import VerifierTimeout, as_score, call_with_timeout
 
-RECORD = struct.Struct("<dB")
+RECORD = struct.Struct("<ddB")  # score, seconds, outcome index
 OUTCOMES = ("ok", "failure", "timeout")
 FLUSH_S = 0.02
 
 
 def run_one(fn, completion: str, answer: str, timeout_s: float | None) -> bytes:
-    """One guarded call, packed as a (score, outcome index) record."""
+    """One guarded call, packed as a (score, seconds, outcome index) record."""
+    start = time.perf_counter()
+    score, code = 0.0, 0
     try:
         score = as_score(call_with_timeout(lambda: fn(completion, answer), timeout_s))
-        return RECORD.pack(score, 0)
     except VerifierTimeout:
-        return RECORD.pack(0.0, 2)
+        code = 2
     except Exception:  # noqa: BLE001 - the contract: a verifier never raises
-        return RECORD.pack(0.0, 1)
+        code = 1
+    return RECORD.pack(score, time.perf_counter() - start, code)
 
 
 def serve_task(message: bytes, send: Connection) -> None:

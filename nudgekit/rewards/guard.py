@@ -31,10 +31,12 @@ import math
 import pickle
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 RawVerifier = Callable[[str, str], float]
+Outcome = tuple[float, str, float]  # (score, "ok" | "failure" | "timeout", seconds)
 ISOLATIONS = ("process", "inline")
 
 
@@ -191,15 +193,18 @@ class Verifier:
             return None
         return None if len(gold) > self.max_chars else (text, gold)
 
-    def _run_inline(self, text: str, gold: str) -> tuple[float, str]:
+    def _run_inline(self, text: str, gold: str) -> Outcome:
+        start = time.perf_counter()
+        score, outcome = 0.0, "ok"
         try:
-            return as_score(call_with_timeout(lambda: self.fn(text, gold), self.timeout_s)), "ok"
+            score = as_score(call_with_timeout(lambda: self.fn(text, gold), self.timeout_s))
         except VerifierTimeout:
-            return 0.0, "timeout"
+            outcome = "timeout"
         except Exception:  # noqa: BLE001 - the contract: a verifier never raises
-            return 0.0, "failure"
+            outcome = "failure"
+        return score, outcome, time.perf_counter() - start
 
-    def _run(self, items: list[tuple[str, str]]) -> list[tuple[float, str]]:
+    def _run(self, items: list[tuple[str, str]]) -> list[Outcome]:
         if self.isolation == "process" and items:
             from nudgekit.rewards.pool import get_pool
 
@@ -209,23 +214,30 @@ class Verifier:
                 self.isolation = "inline"
         return [self._run_inline(text, gold) for text, gold in items]
 
+    def outcomes(self, completions: Sequence[object], answers: Sequence[object]) -> list[Outcome]:
+        """Run and count many calls; one ``(score, outcome, seconds)`` per pair.
+
+        The outcome is ``ok``, ``failure`` (malformed input or the raw verifier raised) or
+        ``timeout``; the score of a failure or a timeout is 0.0.
+        """
+        if len(completions) != len(answers):
+            raise ValueError(f"{len(completions)} completions but {len(answers)} answers")
+        prepared = [self._prepare(c, a) for c, a in zip(completions, answers)]
+        done = iter(self._run([p for p in prepared if p is not None]))
+        results = [next(done) if p is not None else (0.0, "failure", 0.0) for p in prepared]
+        with self._lock:
+            self.stats.calls += len(results)
+            self.stats.failures += sum(r[1] == "failure" for r in results)
+            self.stats.timeouts += sum(r[1] == "timeout" for r in results)
+        return [(score if outcome == "ok" else 0.0, outcome, s) for score, outcome, s in results]
+
     def batch(self, completions: Sequence[object], answers: Sequence[object]) -> list[float]:
         """Score many ``(completion, answer)`` pairs at once (one round trip to the pool).
 
         Returns:
             One score per pair; a malformed pair, a failure or a timeout scores 0.0 and counts.
         """
-        if len(completions) != len(answers):
-            raise ValueError(f"{len(completions)} completions but {len(answers)} answers")
-        prepared = [self._prepare(c, a) for c, a in zip(completions, answers)]
-        valid = [p for p in prepared if p is not None]
-        done = iter(self._run(valid))
-        outcomes = [next(done) if p is not None else (0.0, "failure") for p in prepared]
-        with self._lock:
-            self.stats.calls += len(outcomes)
-            self.stats.failures += sum(o == "failure" for _, o in outcomes)
-            self.stats.timeouts += sum(o == "timeout" for _, o in outcomes)
-        return [score if outcome == "ok" else 0.0 for score, outcome in outcomes]
+        return [score for score, _, _ in self.outcomes(completions, answers)]
 
     def __call__(self, completion: str, answer: str) -> float:
         return self.batch([completion], [answer])[0]

@@ -34,7 +34,7 @@ from multiprocessing.connection import Connection, wait
 from nudgekit.rewards._worker import OUTCOMES, RECORD
 
 RawVerifier = object  # a picklable (completion, answer) -> float callable
-Outcome = tuple[float, str]  # (score, "ok" | "failure" | "timeout")
+Outcome = tuple[float, str, float]  # (score, "ok" | "failure" | "timeout", seconds)
 
 STARTUP_S = 120.0  # a fresh worker's start and its verifier's import (sympy on a busy box)
 
@@ -113,8 +113,9 @@ class VerifierPool:
             timeout_s: the soft per-call limit; the hard one is `hard_timeout_s`.
 
         Returns:
-            One ``(score, outcome)`` per item, in order; outcome is ``ok``, ``failure`` or
-            ``timeout``.
+            One ``(score, outcome, seconds)`` per item, in order; outcome is ``ok``,
+            ``failure`` or ``timeout``; seconds is the call's own run time (for a killed call,
+            the time until the kill).
         """
         if not items:
             return []
@@ -171,11 +172,11 @@ class VerifierPool:
             worker.ready = True
         elif kind == b"e":  # the verifier could not be unpickled there: the chunk scores 0
             for i in worker.chunk:
-                results[i] = (0.0, "failure")
+                results[i] = (0.0, "failure", 0.0)
             worker.chunk = []
             return
-        for score, code in RECORD.iter_unpack(body):
-            results[worker.chunk[worker.done]] = (score, OUTCOMES[code])
+        for score, seconds, code in RECORD.iter_unpack(body):
+            results[worker.chunk[worker.done]] = (score, OUTCOMES[code], seconds)
             worker.done += 1
         worker.since = time.monotonic()
         if worker.done == len(worker.chunk):
@@ -184,7 +185,7 @@ class VerifierPool:
     def _replace(self, worker: _Worker, results, pending: deque, outcome: str) -> None:
         """Kill ``worker``: its running call gets ``outcome``, the rest of its chunk is redone."""
         current, rest = worker.chunk[worker.done], worker.chunk[worker.done + 1 :]
-        results[current] = (0.0, outcome)
+        results[current] = (0.0, outcome, time.monotonic() - worker.since)
         if rest:
             pending.appendleft(rest)
         worker.kill()
