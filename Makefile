@@ -47,6 +47,9 @@ bench: install ## speed benchmarks side by side (experiments/bench; results in e
 	$(PY) experiments/bench/nudging_scaling.py --n 16 --reps 2 --tag cross
 	$(PY) experiments/bench/plot_scaling.py
 
+fuzz: install ## seeded verifier fuzzer: 10,000 cases over every verifier; fails on any exception, timeout or false accept
+	$(PY) -m nudgekit.rewards.fuzz --cases 10000 --seed 0
+
 PROFILE ?= full
 REPRO_DIR ?= outputs/reproduce
 reproduce: install ## regenerate experiments/results/ (cached stages; PROFILE=tiny for minutes, PROFILE=nurl for the full-size NuRL runs, REPRO_DIR=...)
@@ -56,4 +59,4 @@ clean: ## remove run outputs and caches (not the venv, not the zoo cache)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install test test-full lint format bench clean reproduce
+.PHONY: help install test test-full lint format bench clean reproduce fuzz
