@@ -17,6 +17,7 @@ from nudgekit.data.problem import Problem
 from nudgekit.engines.base import GenerationRequest
 from nudgekit.engines.sampling import derive_seed
 from nudgekit.errors import NudgekitError
+from nudgekit.rewards.functions import score_batch
 from nudgekit.rl.advantages import frac_reward_zero_std, group_advantages
 from nudgekit.rl.logprobs import shared_prefix_logprobs, supports_shared_prefix
 from nudgekit.rl.losses import ClippedPolicyLoss
@@ -73,9 +74,10 @@ def generate_rollouts(
 
 
 def score(rollouts: list[Rollout], verifier: Callable[[str, str], float]) -> None:
-    """Set every rollout's reward from the verifier (which never raises)."""
-    for r in rollouts:
-        r.reward = float(verifier(r.text, r.answer))
+    """Set every rollout's reward from the verifier (which never raises), in one batch."""
+    rewards = score_batch(verifier, [r.text for r in rollouts], [r.answer for r in rollouts])
+    for r, reward in zip(rollouts, rewards):
+        r.reward = float(reward)
 
 
 def compute_advantages(rollouts: list[Rollout], backend: Any, scale: str) -> dict[str, float]:
