@@ -25,6 +25,7 @@ from nudgekit.errors import NudgekitError
 from nudgekit.eval.metrics import mean_pass_at_k
 from nudgekit.eval.nudged import NudgedSampler
 from nudgekit.eval.report import pass_at_k_plot, write_run_results
+from nudgekit.rewards.functions import score_batch
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,8 @@ class EvalPipeline:
 
     def _record(self, problem: Problem, prompt: str, completions: list[str],
                 finish_reasons: list[str]) -> dict:
-        rewards = [float(self.verifier(c, problem.answer)) for c in completions]
+        answers = [problem.answer] * len(completions)
+        rewards = [float(r) for r in score_batch(self.verifier, completions, answers)]
         return {
             "id": problem.id, "prompt": prompt, "answer": problem.answer,
             "completions": completions, "rewards": rewards, "finish_reasons": finish_reasons,
