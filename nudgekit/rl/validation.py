@@ -12,6 +12,7 @@ from typing import Any
 
 from nudgekit.data.problem import Problem
 from nudgekit.engines.base import Engine, GenerationRequest
+from nudgekit.rewards.functions import score_batch
 
 
 def sample_validation(
@@ -42,7 +43,9 @@ def sample_validation(
             for i, text in zip(chunk, texts)
         ]
         for i, text, result in zip(chunk, texts, engine.generate(requests)):
-            rewards = [float(verifier(s.text, problems[i].answer)) for s in result.samples]
+            texts_i = [s.text for s in result.samples]
+            answers = [problems[i].answer] * len(texts_i)
+            rewards = [float(r) for r in score_batch(verifier, texts_i, answers)]
             records.append({
                 "index": i,
                 "id": problems[i].id,
