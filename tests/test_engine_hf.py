@@ -201,7 +201,8 @@ def test_lean_forward_samples_like_the_model_forward(fixture, bmm_rows, request,
     assert [_ids(r) for r in a] == [_ids(r) for r in b]
     for ra, rb in zip(a, b):
         for sa, sb in zip(ra.samples, rb.samples):
-            assert sa.logprobs == pytest.approx(sb.logprobs, abs=1e-5)
+            # fp32 sums in another order: ~1e-5 apart on log-probs near -4 (ids above are equal)
+            assert sa.logprobs == pytest.approx(sb.logprobs, abs=1e-4)
 
 
 @pytest.mark.parametrize("kwargs", [dict(max_batch_size=0), dict(bmm_decode_rows=0)])
