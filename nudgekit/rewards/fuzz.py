@@ -32,6 +32,7 @@ class FuzzReport:
     timeouts: int = 0
     over_hard_timeout: int = 0
     hard_timeout_s: float = 0.0
+    traps: dict[str, int] = field(default_factory=dict)
     false_accepts: dict[str, int] = field(default_factory=dict)
     false_rejects: dict[str, int] = field(default_factory=dict)
     p50_s: float = 0.0
@@ -89,7 +90,9 @@ def run_fuzz(
     names = list(verifiers or VERIFIERS)
     generated = generate_cases(names, cases, seed)
     report = FuzzReport(
-        cases=len(generated), verifiers=dict(Counter(c.verifier for c in generated))
+        cases=len(generated),
+        verifiers=dict(Counter(c.verifier for c in generated)),
+        traps=dict(sorted(Counter(c.category for c in generated if c.expect is False).items())),
     )
     report.hard_timeout_s = get_pool().hard_timeout_s(timeout_s) or 0.0
     latencies: list[float] = []
@@ -117,6 +120,7 @@ def format_report(report: FuzzReport) -> str:
         f"cases {report.cases} over {report.verifiers}",
         f"exceptions {report.exceptions}  timeouts {report.timeouts}  "
         f"over hard timeout ({report.hard_timeout_s:.1f} s) {report.over_hard_timeout}",
+        f"false-accept traps {sum(report.traps.values())} by category {report.traps}",
         f"false accepts {sum(report.false_accepts.values())} {report.false_accepts}",
         f"false rejects {sum(report.false_rejects.values())} {report.false_rejects}",
         f"latency p50 {report.p50_s * 1e3:.2f} ms  p99 {report.p99_s * 1e3:.1f} ms  "
