@@ -3,6 +3,8 @@
 Resolvers:
     ``${nk.root:}``: the repository root (the folder above the ``nudgekit`` package).
     ``${nk.cache:}``: the cache root (``$NUDGEKIT_CACHE`` or ``~/.cache/nudgekit``).
+    ``${nk.data:}``: the benchmark files (`shared_data_dir`).
+    ``${nk.pow2:n}``: ``[1, 2, 4, ...]`` up to ``n`` (the default pass@k list for ``n`` samples).
 """
 
 from __future__ import annotations
@@ -25,11 +27,20 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("NUDGEKIT_DATA", ROOT.parent / "shared" / "data"))
 
 
+def powers_of_two(n: int) -> list[int]:
+    """``[1, 2, 4, ...]`` up to and including ``n`` when ``n`` is a power of two (``[1]`` for n < 2)."""
+    ks = [1]
+    while ks[-1] * 2 <= int(n):
+        ks.append(ks[-1] * 2)
+    return ks
+
+
 def _register() -> None:
     resolvers = {
         "nk.root": lambda: str(ROOT),
         "nk.cache": lambda: str(cache_root()),
         "nk.data": lambda: str(shared_data_dir()),
+        "nk.pow2": powers_of_two,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -50,6 +50,9 @@ def test_debug_tiny_shrinks_budget():
     assert tiny.budget.samples < full.budget.samples
     assert tiny.budget.zoo == "test"
     assert tiny.logger.mode == "disabled"
+    # pass@k follows the shrunk n (a fixed [1, 2, 4, 8] made `eval_tiny debug=tiny` a user error)
+    assert list(full.pipeline.k) == [1, 2, 4, 8] and list(tiny.pipeline.k) == [1, 2]
+    assert max(tiny.pipeline.k) <= tiny.pipeline.n
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
