@@ -30,12 +30,11 @@ from functools import lru_cache
 from math_verify import parse, verify
 
 from nudgekit.rewards.extract import answer_span, last_boxed
+from nudgekit.rewards.numbers import MINUS, NEG_PAREN
 
 MAX_DEPTH = 10
-_MINUS = str.maketrans({c: "-" for c in "\u2212\u2012\u2013\ufe63\uff0d"})
 _SCIENTIFIC = re.compile(r"(?<![\w.])(\d++(?:\.\d++)?)[eE]([+-]?\d{1,3})(?!\w|\.\d)")
 _LATEX_MINUS = re.compile(r"(?<!\\)\$-\$\s*+(?=\d)")
-_NEG_PAREN = re.compile(r"(?<![\w)\]])-[ \t]*+\([ \t]*+(\d[\d,.]*+)[ \t]*+\)")
 _COMMA_RUN = re.compile(r"(?<!\d)\d++(?:,\d++)++")
 _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})++")
 _DELIMITER = re.compile(r"(?<!\\)\$|\\[(\[]")
@@ -72,8 +71,8 @@ def _expand(match: re.Match) -> str:
 
 def normalize(text: str) -> str:
     """Unicode minus signs to ``-``, ``1.5e3`` written out (``1500``)."""
-    text = _LATEX_MINUS.sub("-", text.translate(_MINUS))
-    return _NEG_PAREN.sub(r"-\1", _SCIENTIFIC.sub(_expand, text))
+    text = _LATEX_MINUS.sub("-", text.translate(MINUS))
+    return NEG_PAREN.sub(r"-\1", _SCIENTIFIC.sub(_expand, text))
 
 
 def has_decimal_comma(text: str) -> bool:

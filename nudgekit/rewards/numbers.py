@@ -28,9 +28,9 @@ MAX_EXPONENT = 400
 MAX_POWER_DIGITS = 400
 _WINDOW = 40  # characters of context looked at on each side of a number
 
-_MINUS = str.maketrans({c: "-" for c in "\u2212\u2012\u2013\ufe63\uff0d"})
+MINUS = str.maketrans({c: "-" for c in "\u2212\u2012\u2013\ufe63\uff0d"})
 _LATEX_FRAC = re.compile(r"\\[dt]?frac\{(-?\d++)\}\{(\d++)\}")
-_NEG_PAREN = re.compile(r"(?<![\w)\]])-[ \t]*+\([ \t]*+(\d[\d,.]*+)[ \t]*+\)")
+NEG_PAREN = re.compile(r"(?<![\w)\]])-[ \t]*+\([ \t]*+(\d[\d,.]*+)[ \t]*+\)")
 _TEXT_CMD = re.compile(r"\\(?:text|mathrm|textbf|mathbf|textit|mbox)\{([^{}]*+)\}")
 _NOISE = re.compile(r"\\[!,;: ]|\\(?:left|right)\b|\\[$%]|\*\*")
 _PY_POWER = re.compile(r"(?<=\d)\*\*(?=\d)")
@@ -76,11 +76,11 @@ def clean_math_text(text: str) -> str:
     ``\\text{..}`` and friends are unwrapped; ``$``, ``\\$``, ``\\%``, ``**`` and LaTeX spacing
     are dropped (``$-$7`` becomes ``-7``); ``-(7)`` becomes ``-7``.
     """
-    text = _PY_POWER.sub("^", text.translate(_MINUS).replace("{,}", ","))
+    text = _PY_POWER.sub("^", text.translate(MINUS).replace("{,}", ","))
     text = _TEXT_CMD.sub(r" \1 ", text)
     text = _NOISE.sub(" ", text).replace("$", "")
     text = _LATEX_FRAC.sub(r"\1/\2", text)
-    return _NEG_PAREN.sub(r"-\1", text)
+    return NEG_PAREN.sub(r"-\1", text)
 
 
 def _small_exponent(digits: str) -> bool:
@@ -93,7 +93,7 @@ def to_number(text: str) -> Fraction | None:
     Accepted: ``1,234`` (commas only as thousands groups), ``-3.50``, ``7/2``, ``.5``,
     ``1.5e3`` (exponent magnitude at most `MAX_EXPONENT`), a Unicode minus.
     """
-    cleaned = text.translate(_MINUS).replace(" ", "")
+    cleaned = text.translate(MINUS).replace(" ", "")
     parts = cleaned.split("/")
     if len(parts) > 2 or not all(_PLAIN.fullmatch(p) for p in parts):
         return None
