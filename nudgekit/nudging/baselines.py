@@ -20,6 +20,7 @@ from nudgekit.engines.base import Engine, GenerationRequest
 from nudgekit.engines.sampling import derive_seed, row_uniforms, sample_step
 from nudgekit.errors import NudgekitError
 from nudgekit.nudging.kv import RowCache, SyncRequest
+from nudgekit.nudging.roles import require_resident
 from nudgekit.nudging.text import eos_ids, prompt_ids, same_vocabulary
 
 
@@ -77,6 +78,8 @@ class ProxyTuningDecoder:
         seed: int = 0,
         batch_size: int = 16,
     ) -> None:
+        for name, lm in (("base", base), ("expert", expert), ("antiexpert", antiexpert)):
+            require_resident(lm, name, "proxy tuning", "it mixes logits of hf engines only")
         for name, lm in (("expert", expert), ("antiexpert", antiexpert)):
             if not same_vocabulary(base.tokenizer, lm.tokenizer):
                 raise NudgekitError(

@@ -44,6 +44,7 @@ from nudgekit.errors import NudgekitError
 from nudgekit.nudging.attribution import BASE, NUDGE, NudgeOutput, Transcript, finish
 from nudgekit.nudging.kv import FORWARD_COST, SyncRequest
 from nudgekit.nudging.reference import check_settings
+from nudgekit.nudging.roles import require_resident
 from nudgekit.nudging.rules import Chunk, Draft, RepeatState, is_repetition, takeover_decided
 from nudgekit.nudging.sides import WAIT, LiveDraft, Program, Side, Single
 from nudgekit.nudging.text import encode, pieces
@@ -93,8 +94,7 @@ class CachedNudgingDecoder:
         if not forward_cost >= 0:
             raise NudgekitError(f"nudging: forward_cost={forward_cost} must be >= 0")
         for name, lm in (("base", base), ("nudging", nudging)):
-            if not hasattr(lm, "model") or not hasattr(lm, "tokenizer"):
-                raise NudgekitError(f"nudging: the {name} model needs .model and .tokenizer")
+            require_resident(lm, name, "the cached decoder")  # not a remote or vLLM engine
         self.base_lm, self.nudging_lm = base, nudging
         self.gamma, self.k = gamma, chunk_tokens
         self.max_new_tokens, self.max_rounds = max_new_tokens, max_rounds
