@@ -2,7 +2,8 @@
 
 This is the semantic reference the cached decoder is tested against. Like
 `utils.py:completion_with_nudging` (github fywalter/nudging), every model call is a fresh
-completion request on *text* (`prompt + output + ...`), one question at a time:
+completion request on *text* (`prompt + output + ...`), and each question runs this loop in
+order:
 
 1. the nudging model drafts `chunk_tokens` tokens after its prompt + the output so far; if it
    ends with end-of-sequence, the draft is appended whole and decoding stops;
@@ -21,12 +22,23 @@ Departures (also in `rules`): a base end-of-sequence token at a probe counts as 
 not" by its probability only, and a takeover by it ends the round (the reference's empty-probe
 branch); probes run one engine call each, in order, stopping at the first takeover (as the
 reference does). Engines must return top-1 log-probs (`GenerationRequest.top_logprobs`).
+
+Concurrency: like the reference's driver (a thread pool over two servers), up to `concurrency`
+questions run at once, each in its own thread, when an engine can serve concurrent calls (an
+`OpenAIEngine`, or any engine with `thread_safe = True`); calls to other engines (hf, vLLM
+offline) are serialised by a lock, and with no such engine at all questions run one after the
+other. A question's calls and seeds do not depend on the others, so results come back in input
+order and, greedy, are the same for every `concurrency`. The first failure stops the rest: the
+questions still running raise at their next call and the failure is raised.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from nudgekit.engines.base import Engine, GenerationRequest
@@ -44,7 +56,7 @@ from nudgekit.nudging.text import encode, pieces
 
 
 class ChunkedNudgingDecoder:
-    """Nudging over two engines, one question at a time (slow, simple, exact).
+    """Nudging over two engines, one call per step, many questions at once (simple, exact).
 
     Args:
         base: the engine of the large base model (needs a `tokenizer` attribute, or pass
@@ -60,6 +72,7 @@ class ChunkedNudgingDecoder:
         seed: base seed of sampling requests.
         base_tokenizer: overrides `base.tokenizer`.
         nudging_tokenizer: overrides `nudging.tokenizer`.
+        concurrency: most questions in flight at once (threads; see module docstring).
     """
 
     def __init__(
@@ -76,8 +89,11 @@ class ChunkedNudgingDecoder:
         seed: int = 0,
         base_tokenizer: Any = None,
         nudging_tokenizer: Any = None,
+        concurrency: int = 16,
     ) -> None:
         check_settings(gamma, chunk_tokens, max_new_tokens, max_rounds)
+        if concurrency < 1:
+            raise NudgekitError(f"nudging: concurrency={concurrency} must be >= 1")
         self.base, self.nudging = base, nudging
         self.base_tok = _tokenizer(base, base_tokenizer, "base")
         self.nudging_tok = _tokenizer(nudging, nudging_tokenizer, "nudging")
@@ -86,6 +102,12 @@ class ChunkedNudgingDecoder:
         self.base_t, self.nudging_t, self.top_p = base_temperature, nudging_temperature, top_p
         self.seed = seed
         self.calls = 0  # engine calls made (for benchmarks)
+        # engines that cannot serve concurrent calls get a lock (one per engine object)
+        self._locks = {id(e): threading.Lock() for e in (base, nudging) if not thread_safe(e)}
+        parallel = len(self._locks) < len({id(base), id(nudging)})
+        self.concurrency = concurrency if parallel else 1
+        self._count_lock = threading.Lock()
+        self._failed = threading.Event()
 
     def count(self, text: str) -> int:
         """Output tokens of `text` (base tokenizer)."""
@@ -97,7 +119,24 @@ class ChunkedNudgingDecoder:
         """One collaborative answer per question (prompts rendered for each model)."""
         if len(base_prompts) != len(nudging_prompts):
             raise NudgekitError("nudging: base and nudging prompt lists differ in length")
-        return [self._one(i, b, n) for i, (b, n) in enumerate(zip(base_prompts, nudging_prompts))]
+        jobs = list(enumerate(zip(base_prompts, nudging_prompts)))
+        workers = min(self.concurrency, len(jobs))
+        self._failed.clear()
+        if workers <= 1:
+            return [self._one(i, b, n) for i, (b, n) in jobs]
+        with ThreadPoolExecutor(workers, thread_name_prefix="nudging") as pool:
+            futures = [pool.submit(self._guarded, i, b, n) for i, (b, n) in jobs]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:  # the first real failure, not a question stopped because of it
+            raise next((e for e in errors if not isinstance(e, _Stopped)), errors[0])
+        return [f.result() for f in futures]
+
+    def _guarded(self, index: int, base_prompt: str, nudging_prompt: str) -> NudgeOutput:
+        try:
+            return self._one(index, base_prompt, nudging_prompt)
+        except BaseException:
+            self._failed.set()
+            raise
 
     def _one(self, index: int, base_prompt: str, nudging_prompt: str) -> NudgeOutput:
         out, repeats = Transcript(), RepeatState()
@@ -166,8 +205,12 @@ class ChunkedNudgingDecoder:
             seed=derive_seed(self.seed, key[0] * 1_000_003 + key[1]),
             top_logprobs=True,
         )
-        result = engine.generate([request])[0]
-        self.calls += 1
+        if self._failed.is_set():
+            raise _Stopped
+        with self._locks.get(id(engine)) or contextlib.nullcontext():
+            result = engine.generate([request])[0]
+        with self._count_lock:
+            self.calls += 1
         sample = result.samples[0]
         if sample.top_logprobs is None:
             raise NudgekitError("nudging: the engine returned no top-1 log-probs")
@@ -177,6 +220,17 @@ class ChunkedNudgingDecoder:
             ids = ids[:-1]
         probs = tuple(math.exp(lp) for lp in sample.top_logprobs)
         return Chunk(tuple(pieces(tok, result.prompt_ids, ids)), probs, eos)
+
+
+def thread_safe(engine: Any) -> bool:
+    """Whether `engine.generate` may be called from several threads at once."""
+    from nudgekit.engines.openai import OpenAIEngine
+
+    return isinstance(engine, OpenAIEngine) or bool(getattr(engine, "thread_safe", False))
+
+
+class _Stopped(Exception):
+    """A question stopped because another one failed (never surfaces)."""
 
 
 def check_settings(gamma: float, chunk_tokens: int, max_new_tokens: int, max_rounds: int) -> None:
