@@ -12,7 +12,14 @@ statistics of `run_stats` under `nudging/` (`nudge_token_share`, `intervention_r
 reference), `base_only_stop` (with `base_stop`), `nudger_only`, `aligned_large` and
 `proxy_tuning` (the last two only when their models are configured).
 
-Before anything is loaded every model reference is resolved and every device checked, so a
+Engines come from config (`nudging.roles`): the hf engine over each role's `ModelSpec` (on its
+own `device`) by default, `engine=vllm|openai` for every role, or per-role overrides in
+`engines`. Models are loaded when a step needs them and freed before a step that needs others:
+nudging and the base/nudger baselines share the base and nudging models, proxy tuning adds the
+anti-expert, and aligned-large runs last, alone in memory.
+
+Before anything is loaded every model reference is resolved and every in-process device
+checked, and decoders that need in-process models are matched against their engines, so a
 real-scale config on a machine without a GPU or hub access fails in seconds with one line.
 """
 
@@ -20,20 +27,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from nudgekit.data.problem import Problem
 from nudgekit.errors import NudgekitError
 from nudgekit.eval.report import write_run_results
-from nudgekit.models.loading import check_device, resolve_model_path
 from nudgekit.nudging.attribution import NUDGE, run_stats
 from nudgekit.nudging.baselines import ProxyTuningDecoder, generate_texts
+from nudgekit.nudging.cached import CachedNudgingDecoder
 from nudgekit.nudging.report import write_page
+from nudgekit.nudging.roles import RoleEngines, engine_class, is_resident
 
 log = logging.getLogger(__name__)
 BASELINES = ("base_only", "base_only_stop", "nudger_only", "aligned_large", "proxy_tuning")
+# the models each baseline needs, in the order they run: aligned-large last, alone in memory
+NEEDS = {
+    "base_only": ("base",),
+    "base_only_stop": ("base",),
+    "nudger_only": ("nudging",),
+    "proxy_tuning": ("base", "nudging", "antiexpert"),
+    "aligned_large": ("aligned_large",),
+}
 
 
 class NudgingPipeline:
@@ -55,10 +71,15 @@ class NudgingPipeline:
         lenient_verifier: optional second verifier reported as `lenient_accuracy`.
         base_stop: stop strings of the `base_only_stop` baseline.
         max_new_tokens: output budget (base tokens for nudging; each model's own otherwise).
-        batch_size: questions decoded at once by the baselines' engines.
+        batch_size: questions decoded at once by the baselines' engines (`max_batch_size` of
+            in-process engines) and by proxy tuning.
         seed: sampling seed.
         html_items: items shown on the HTML page.
         table_rows: items logged to the tracker as a table.
+        engine: partial engine for every role, called with the role's model (`nudging.roles`);
+            None: the hf engine over each role's `ModelSpec`.
+        engines: per-role overrides (`base`, `nudging`, `aligned_large`, `antiexpert`): None, a
+            mapping of keyword arguments over `engine` (e.g. `base_url`), or a partial engine.
     """
 
     def __init__(
@@ -81,18 +102,21 @@ class NudgingPipeline:
         seed: int = 0,
         html_items: int = 100,
         table_rows: int = 32,
+        engine: Callable[..., Any] | None = None,
+        engines: Mapping[str, Any] | None = None,
     ) -> None:
         unknown = [b for b in baselines if b not in BASELINES]
         if unknown:
             raise NudgekitError(f"nudging: unknown baselines {unknown} (known: {list(BASELINES)})")
         if not problems:
             raise NudgekitError("nudging: the problem set is empty")
-        self.specs = {
+        specs = {
             "base": base,
             "nudging": nudging,
             "aligned_large": aligned_large,
             "antiexpert": antiexpert,
         }
+        self.roles = RoleEngines(specs, engine, engines, batch_size)
         self.problems, self.verifier, self.lenient = list(problems), verifier, lenient_verifier
         self.base_prompt, self.nudging_prompt = base_prompt, nudging_prompt
         self.aligned_prompt = aligned_prompt
@@ -101,28 +125,38 @@ class NudgingPipeline:
         self.html_items, self.table_rows = html_items, table_rows
         self.preflight()
 
+    @property
+    def specs(self) -> dict[str, Any]:
+        return self.roles.specs
+
     def preflight(self) -> None:
-        """Fail fast (one line) on a missing GPU, an unreachable hub id or a bad path."""
-        for spec in self.specs.values():
-            if spec is not None:
-                check_device(spec.device)
-                resolve_model_path(spec.name_or_path, getattr(spec, "revision", None))
+        """Fail fast (one line) on a missing GPU, an unreachable hub id, a bad path, or a
+        decoder or baseline that needs in-process models given engines that have none."""
+        self.roles.preflight()
+        decoder = engine_class(self.decoder)
+        if isinstance(decoder, type) and issubclass(decoder, CachedNudgingDecoder):
+            self._check_resident("the cached decoder", ("base", "nudging"), "use decoder=chunked")
+        if "proxy_tuning" in self.baselines and self.specs["antiexpert"] is not None:
+            advice = "drop proxy_tuning from pipeline.baselines or use the hf engine"
+            self._check_resident("proxy tuning", NEEDS["proxy_tuning"], advice)
 
-    def _engine(self, spec: Any) -> Any:
-        from nudgekit.engines.hf import HFEngine
-
-        return HFEngine(spec.load_model(), spec.load_tokenizer(), max_batch_size=self.batch_size)
+    def _check_resident(self, who: str, roles: Sequence[str], advice: str) -> None:
+        for role in roles:
+            cls = self.roles.cls(role)
+            if not is_resident(cls):
+                raise NudgekitError(
+                    f"nudging: {who} needs the {role} model in this process (the hf engine), "
+                    f"not {cls.__name__}; {advice}"
+                )
 
     def run(self, tracker: Any = None, run_dir: Path | str | None = None) -> dict[str, float]:
-        base, nudging = self._engine(self.specs["base"]), self._engine(self.specs["nudging"])
         prompts_b = [self.base_prompt(p) for p in self.problems]
         prompts_n = [self.nudging_prompt(p) for p in self.problems]
-        decoder = self.decoder(
-            base=base, nudging=nudging, max_new_tokens=self.max_new_tokens, seed=self.seed
-        )
-        start = time.perf_counter()
-        outputs = decoder.decode(prompts_b, prompts_n)
-        seconds = time.perf_counter() - start
+        try:
+            outputs, seconds = self._nudge(prompts_b, prompts_n)
+            texts = self._run_baselines(prompts_b, prompts_n)
+        finally:
+            self.roles.release()
         records = [
             self._record(p, pb, pn, o)
             for p, pb, pn, o in zip(self.problems, prompts_b, prompts_n, outputs)
@@ -130,8 +164,9 @@ class NudgingPipeline:
         metrics = {f"nudging/{k}": v for k, v in run_stats(outputs).items()}
         metrics["nudging/seconds"] = seconds
         metrics.update(self._scores("nudging", [o.text for o in outputs], records, None))
-        for name, texts in self._run_baselines(base, nudging, prompts_b, prompts_n).items():
-            metrics.update(self._scores(name, texts, records, name))
+        for name in BASELINES:  # reported in a fixed order, whatever order they ran in
+            if name in texts:
+                metrics.update(self._scores(name, texts[name], records, name))
         log.info("nudging: %s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         if run_dir is not None:
             self.write(Path(run_dir), records, metrics)
@@ -141,6 +176,17 @@ class NudgingPipeline:
                 "nudging/outputs", [_table_row(r) for r in records[: self.table_rows]]
             )
         return metrics
+
+    def _nudge(self, prompts_b: list[str], prompts_n: list[str]) -> tuple[list[Any], float]:
+        """The nudged outputs and the seconds decoding took (model loading not counted)."""
+        lms = self.roles.acquire(["base", "nudging"])
+        decoder = self.decoder(
+            base=lms["base"], nudging=lms["nudging"], max_new_tokens=self.max_new_tokens,
+            seed=self.seed,
+        )  # fmt: skip
+        start = time.perf_counter()
+        outputs = decoder.decode(prompts_b, prompts_n)
+        return outputs, time.perf_counter() - start
 
     def _record(self, problem: Problem, prompt_b: str, prompt_n: str, out: Any) -> dict:
         spans = [[s.start, s.end, s.source] for s in out.spans]
@@ -177,25 +223,28 @@ class NudgingPipeline:
             metrics[f"{name}/lenient_accuracy"] = sum(lenient) / len(lenient)
         return metrics
 
-    def _run_baselines(self, base, nudging, prompts_b, prompts_n) -> dict[str, list[str]]:
+    def _run_baselines(self, prompts_b, prompts_n) -> dict[str, list[str]]:
+        """Each configured baseline's texts; a step frees the models the next one does not use
+        (each runs in its own call, so no local keeps an engine alive past it)."""
+        prompts = {"base": prompts_b, "nudging": prompts_n}
         out: dict[str, list[str]] = {}
-        gen = dict(max_new_tokens=self.max_new_tokens, seed=self.seed)
-        if "base_only" in self.baselines:
-            out["base_only"] = generate_texts(base, prompts_b, **gen)
-        if "base_only_stop" in self.baselines:
-            out["base_only_stop"] = generate_texts(base, prompts_b, stop=self.base_stop, **gen)
-        if "nudger_only" in self.baselines:
-            out["nudger_only"] = generate_texts(nudging, prompts_n, **gen)
-        if "aligned_large" in self.baselines and self.specs["aligned_large"] is not None:
-            large = self._engine(self.specs["aligned_large"])
-            render = self.aligned_prompt or self.nudging_prompt
-            out["aligned_large"] = generate_texts(large, [render(p) for p in self.problems], **gen)
-            del large
-        if "proxy_tuning" in self.baselines and self.specs["antiexpert"] is not None:
-            anti = self._engine(self.specs["antiexpert"])
-            proxy = ProxyTuningDecoder(base, nudging, anti, batch_size=self.batch_size, **gen)
-            out["proxy_tuning"] = proxy.decode(prompts_b, prompts_n)
+        for name, roles in NEEDS.items():
+            if name in self.baselines and all(self.specs[r] is not None for r in roles):
+                out[name] = self._baseline(name, self.roles.acquire(roles), prompts)
         return out
+
+    def _baseline(self, name: str, lms: dict[str, Any], prompts: dict[str, list[str]]):
+        gen = dict(max_new_tokens=self.max_new_tokens, seed=self.seed)
+        if name == "proxy_tuning":
+            proxy = ProxyTuningDecoder(*lms.values(), batch_size=self.batch_size, **gen)
+            return proxy.decode(prompts["base"], prompts["nudging"])
+        if name == "aligned_large":
+            render = self.aligned_prompt or self.nudging_prompt
+            rendered = [render(p) for p in self.problems]
+            return generate_texts(lms["aligned_large"], rendered, **gen)
+        stop = self.base_stop if name == "base_only_stop" else ()
+        (role,) = lms
+        return generate_texts(lms[role], prompts[role], stop=stop, **gen)
 
     def write(self, run_dir: Path, records: list[dict], metrics: dict[str, float]) -> None:
         write_run_results(run_dir, "nudging.jsonl", records, metrics)
