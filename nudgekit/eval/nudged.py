@@ -1,7 +1,9 @@
 """Evaluation samples written by a nudging decoder instead of a single engine.
 
 `EvalPipeline` hands its problems here when it is given a `decoder`: the eval engine is the
-*base* model, a second engine is built for the small *nudging* model, and the decoder
+*base* model, a second engine is built for the small *nudging* model (the hf engine over its
+`ModelSpec`, or `nudging_engine`, a partial engine called with that model as in
+`nudgekit.nudging.roles`), and the decoder
 (`CachedNudgingDecoder` / `ChunkedNudgingDecoder`, used only through their public
 `decode(base_prompts, nudging_prompts)`) writes every sample. Everything after generation
 (verifying, pass@k, reports) is the ordinary eval path, so a nudged model is scored exactly like
@@ -36,12 +38,14 @@ class NudgedSampler:
 
     Args:
         base: the base model's engine (needs `.model` / `.tokenizer` for the cached decoder).
-        nudging: `ModelSpec` of the nudging model (loaded into an `HFEngine` on first use).
+        nudging: `ModelSpec` of the nudging model (loaded when `sample` is called).
         decoder: a partial decoder class, called with `base`, `nudging`, `max_new_tokens`,
             `seed`, `base_temperature`, `nudging_temperature` and `top_p`.
         base_prompt: renders a problem for the base model.
         nudging_prompt: renders a problem for the nudging model.
         batch_size: rows per forward of the nudging model's engine.
+        nudging_engine: partial engine for the nudging model (None: the hf engine), e.g. an
+            `OpenAIEngine` with the `base_url` of the server that serves it.
     """
 
     def __init__(
@@ -52,6 +56,7 @@ class NudgedSampler:
         base_prompt: Callable[[Problem], str],
         nudging_prompt: Callable[[Problem], str],
         batch_size: int = 16,
+        nudging_engine: Callable[..., Any] | None = None,
     ) -> None:
         if nudging is None or nudging_prompt is None:
             raise NudgekitError(
@@ -59,15 +64,17 @@ class NudgedSampler:
             )
         self.base, self.nudging_spec, self.decoder = base, nudging, decoder
         self.base_prompt, self.nudging_prompt = base_prompt, nudging_prompt
-        self.batch_size = batch_size
+        self.batch_size, self.nudging_engine = batch_size, nudging_engine
         self.seconds = 0.0  # wall time of the last `sample` call's decoding
         self.stats: dict[str, float] = {}  # the last call's attribution statistics (run_stats)
 
     def _nudging_engine(self) -> Any:
-        from nudgekit.engines.hf import HFEngine
+        from nudgekit.nudging.roles import RoleEngines  # lazy: nudging imports eval's reports
 
-        spec = self.nudging_spec
-        return HFEngine(spec.load_model(), spec.load_tokenizer(), max_batch_size=self.batch_size)
+        roles = RoleEngines(
+            {"nudging": self.nudging_spec}, self.nudging_engine, None, self.batch_size
+        )
+        return roles.build("nudging")
 
     def sample(
         self,
@@ -84,8 +91,13 @@ class NudgedSampler:
         base_prompts = [self.base_prompt(p) for p in problems]
         nudging_prompts = [self.nudging_prompt(p) for p in problems]
         decoder = self.decoder(
-            base=self.base, nudging=self._nudging_engine(), max_new_tokens=max_new_tokens,
-            seed=seed, base_temperature=temperature, nudging_temperature=temperature, top_p=top_p,
+            base=self.base,
+            nudging=self._nudging_engine(),
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            base_temperature=temperature,
+            nudging_temperature=temperature,
+            top_p=top_p,
         )
         start = time.perf_counter()
         outputs = decoder.decode(repeat(base_prompts, n), repeat(nudging_prompts, n))
@@ -98,4 +110,3 @@ class NudgedSampler:
 def repeat(items: Sequence[str], n: int) -> list[str]:
     """Each item `n` times in a row: `[a, a, b, b]` for n=2 (sample j of item i at `i*n + j`)."""
     return [x for x in items for _ in range(n)]
-

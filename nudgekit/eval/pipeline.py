@@ -52,6 +52,7 @@ class EvalPipeline:
             model's prompt.
         nudging: `ModelSpec` of the nudging model (with `decoder`).
         nudging_prompt: renders a problem for the nudging model (with `decoder`).
+        nudging_engine: partial engine for the nudging model (with `decoder`; None: hf).
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class EvalPipeline:
         decoder: Callable[..., Any] | None = None,
         nudging: Any = None,
         nudging_prompt: Callable[[Problem], str] | None = None,
+        nudging_engine: Callable[..., Any] | None = None,
     ):
         bad_k = [kk for kk in k if not 1 <= kk <= n]
         if bad_k:
@@ -85,7 +87,9 @@ class EvalPipeline:
         self.temperature, self.top_p, self.stop = temperature, top_p, list(stop)
         self.seed, self.batch_size, self.table_rows = seed, batch_size, table_rows
         self.nudged = (
-            NudgedSampler(engine, nudging, decoder, prompt, nudging_prompt, batch_size)
+            NudgedSampler(
+                engine, nudging, decoder, prompt, nudging_prompt, batch_size, nudging_engine
+            )
             if decoder is not None
             else None
         )
