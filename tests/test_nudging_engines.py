@@ -130,9 +130,9 @@ def pipeline(dirs, tmp_path=None, **kwargs) -> NudgingPipeline:
 
 @pytest.mark.parametrize("engine_cls", [OpenAIEngine, VLLMEngine])
 def test_pipeline_refuses_resident_only_parts_over_other_engines_before_loading(dirs, engine_cls):
-    shared = functools.partial(engine_cls, base_url="http://127.0.0.1:9")
-    if engine_cls is VLLMEngine:  # never called: the check reads the class (no vLLM here)
-        shared = functools.partial(VLLMEngine)
+    # never called: the checks read the class (no server, no vLLM here)
+    url = {"base_url": "http://127.0.0.1:9"} if engine_cls is OpenAIEngine else {}
+    shared = functools.partial(engine_cls, **url)
     with pytest.raises(NudgekitError, match="cached decoder needs the base model.*chunked"):
         pipeline(dirs, decoder=functools.partial(CachedNudgingDecoder), engine=shared)
     large = ModelSpec(str(dirs["large"]))
@@ -203,6 +203,54 @@ def test_nudging_tiny_over_two_servers_equals_in_process(dirs, tmp_path, monkeyp
     assert [r["output"] for r in served] == [r["output"] for r in local]
     assert [r["spans"] for r in served] == [r["spans"] for r in local]
     assert [r["baselines"] for r in served] == [r["baselines"] for r in local]
+
+
+def run_eval_nudging_tiny(dirs, run_dir: Path, overrides: list[str]) -> list[dict]:
+    from nudgekit.cli import run
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose(
+            "config",
+            overrides=[
+                "experiment=eval_nudging_tiny",
+                "debug=tiny",
+                f"model.name_or_path={dirs['base']}",
+                f"pipeline.nudging.name_or_path={dirs['small']}",
+                "budget.max_new_tokens=24",
+                "decoder=chunked",
+                "decoder.chunk_tokens=8",
+                "decoder.gamma=0.4",
+                f"paths.output_dir={run_dir}",
+                *overrides,
+            ],
+        )
+    GlobalHydra.instance().clear()
+    run(cfg)
+    return [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
+
+
+def test_eval_nudging_tiny_over_a_server_equals_in_process(dirs, tmp_path, server, monkeypatch):
+    """The nudged eval with both models behind `engine=openai` (the base engine given its
+    tokenizer in config, the nudger through `pipeline.nudging_engine`), through the CLI."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    url = server.url
+    served = run_eval_nudging_tiny(
+        dirs,
+        tmp_path / "openai",
+        [
+            "engine=openai",
+            f"engine.base_url={url}",
+            "engine.tokenizer={_target_:nudgekit.models.load_tokenizer,"
+            "name_or_path:${model.name_or_path}}",
+            "pipeline.nudging_engine={_target_:nudgekit.engines.OpenAIEngine,_partial_:true,"
+            f"base_url:'{url}'}}",
+        ],
+    )
+    local = run_eval_nudging_tiny(dirs, tmp_path / "hf", [])
+    assert [r["completions"] for r in served] == [r["completions"] for r in local]
+    assert [r["spans"] for r in served] == [r["spans"] for r in local]
+    assert any(t for r in served for t in r["nudge_tokens"])
 
 
 def test_nudged_eval_with_the_nudging_model_on_a_server(dirs, prompts, in_process, server):

@@ -246,6 +246,8 @@ def _tokenizer(engine: Any, tokenizer: Any, which: str) -> Any:
     tok = tokenizer if tokenizer is not None else getattr(engine, "tokenizer", None)
     if tok is None:
         raise NudgekitError(
-            f"nudging: the {which} engine has no tokenizer (pass {which}_tokenizer)"
+            f"nudging: the {which} engine has no tokenizer; give it one (in config: "
+            "engine.tokenizer={_target_:nudgekit.models.load_tokenizer,name_or_path:PATH}) "
+            f"or pass {which}_tokenizer"
         )
     return tok
