@@ -9,7 +9,8 @@ the same function of the weights -- same values, same gradients up to float roun
 (G-1)/G fewer prompt tokens through the network. Rows are grouped by their exact prompt ids,
 not by group id, so NuRL's hinted and unhinted rows of a group stay apart.
 
-Both paths ask the model only for the logits they use (`logits_to_keep`) when it supports that.
+Both paths ask the model only for the logits they use (`logits_to_keep`) when it supports that,
+and turn them into log-probs block by block (`nudgekit.rl.selective`), never as fp32 `[N, L, V]`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import inspect
 from typing import TYPE_CHECKING
 
 import torch
+
+from nudgekit.rl.selective import selective_logprobs
 
 if TYPE_CHECKING:
     from nudgekit.rl.rollouts import RolloutBatch
@@ -30,17 +33,12 @@ def completion_logprobs(
     temperature: float,
     entropy: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`(log p(token) [N, L], entropy [N, L] or None)` at the sampling temperature."""
-    logits = logits.float()
-    if temperature not in (0.0, 1.0):
-        logits = logits / temperature
-    logp = torch.log_softmax(logits, dim=-1)
-    lp = logp.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
-    ent = None
-    if entropy:
-        with torch.no_grad():
-            ent = -(logp.exp() * logp).sum(-1)
-    return lp, ent
+    """`(log p(token) [N, L], entropy [N, L] or None)` at the sampling temperature.
+
+    Computed block by block (`selective_logprobs`): no fp32 `[N, L, V]` tensor is made, in the
+    forward or the backward pass.
+    """
+    return selective_logprobs(logits, completion_ids, temperature, entropy)
 
 
 @functools.lru_cache(maxsize=16)
@@ -97,5 +95,7 @@ def shared_prefix_logprobs(
         use_cache=True,
         **{cache_kw: cache},
     )
-    logits = torch.cat([first_logits, out.logits], dim=1)  # [N, L, V]
-    return completion_logprobs(logits, batch.completion_ids, temperature, entropy)
+    # log-probs of the two parts separately: concatenating the logits would copy [N, L, V]
+    lp0, ent0 = completion_logprobs(first_logits, batch.completion_ids[:, :1], temperature, entropy)
+    lp, ent = completion_logprobs(out.logits, batch.completion_ids[:, 1:], temperature, entropy)
+    return torch.cat([lp0, lp], 1), (torch.cat([ent0, ent], 1) if entropy else None)

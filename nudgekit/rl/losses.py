@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nudgekit.rl.selective import chunked_entropy
+
 
 def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """Per-token k3 estimator of KL(policy || reference): exp(r - p) - (r - p) - 1 >= 0."""
@@ -152,6 +154,5 @@ def policy_stats(
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Per-position entropy of softmax(logits): `[..., V] -> [...]`."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+    """Per-position entropy of softmax(logits): `[..., V] -> [...]` (fp32, in blocks, detached)."""
+    return chunked_entropy(logits)
