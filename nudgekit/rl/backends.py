@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from nudgekit.errors import NudgekitError
+from nudgekit.rl.precision import ds_precision, module_dtype
 from nudgekit.rl.runconfig import set_optimizer_values
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -182,7 +183,9 @@ class DeepSpeedBackend(_Collectives):
     """DeepSpeed ZeRO stage 1, 2 or 3 around the same torch optimizer and scheduler.
 
     Launch with `torchrun --nproc_per_node=N run.py ...` (or the `deepspeed` launcher); on CPU
-    set `DS_ACCELERATOR=cpu` (the gloo process group is used when there is no GPU).
+    set `DS_ACCELERATOR=cpu` (the gloo process group is used when there is no GPU). Mixed
+    precision follows the dtype the policy was loaded in (`model.dtype=bfloat16`: DeepSpeed's
+    bf16 with fp32 master weights; see `precision.ds_precision`); `config` can still override it.
 
     Args:
         zero_stage: 1, 2 or 3.
@@ -209,7 +212,11 @@ class DeepSpeedBackend(_Collectives):
         self.cpu_shm_comm = cpu_shm_comm
         self.engine: Any = None
 
-    def ds_config(self, grad_accum_steps: int, micro_batch_size: int, world_size: int) -> dict:
+    def ds_config(
+        self, grad_accum_steps: int, micro_batch_size: int, world_size: int,
+        dtype: torch.dtype = torch.float32,
+    ) -> dict:
+        """The DeepSpeed config; mixed precision follows the model's `dtype` (`ds_precision`)."""
         cfg: dict[str, Any] = {
             "train_micro_batch_size_per_gpu": micro_batch_size,
             "gradient_accumulation_steps": grad_accum_steps,
@@ -218,8 +225,7 @@ class DeepSpeedBackend(_Collectives):
             "gradient_clipping": float(self.max_grad_norm or 0.0),
             "zero_allow_untested_optimizer": True,
             "steps_per_print": 2**31 - 1,
-            "bf16": {"enabled": False},
-            "fp16": {"enabled": False},
+            **ds_precision(dtype),  # bf16 model: bf16 with fp32 master weights
         }
         return _merge(cfg, self.extra_config)
 
@@ -233,7 +239,8 @@ class DeepSpeedBackend(_Collectives):
             if backend == "gloo" and not self.cpu_shm_comm:
                 _skip_shm_comm_build()
             deepspeed.init_distributed(dist_backend=backend)
-        config = self.ds_config(grad_accum_steps, micro_batch_size, self.world_size)
+        config = self.ds_config(grad_accum_steps, micro_batch_size, self.world_size,
+                                module_dtype(module))
         self.engine, _, _, _ = deepspeed.initialize(
             model=module.train(),
             optimizer=optimizer(module.parameters()),

@@ -4,12 +4,18 @@ A checkpoint is a directory `step-000042/` holding:
 
 ```
 trainer_state.json   step, data position, plateau state, the run config, extra_state (NuRL:
-                     stage, hint store)
+                     stage, filtered problem ids)
 rng-rank<r>.pt       python / numpy / torch RNG states of rank r
 torch_state.pt       model + optimizer + scheduler (torch backend), or
 deepspeed/           DeepSpeed's own per-rank files (ZeRO backends)
+hints.jsonl, ...     files the trainer adds (`save(files=...)`; NuRL: its hint store)
 manifest.json        size + sha256 of every other file (`manifest`), written last
 ```
+
+A weights-only checkpoint (`weights_only=True`, for export and evaluation) holds
+`trainer_state.json` (with `"weights_only": true`), the trainer's files, `model/` (a plain HF
+checkpoint: `from_pretrained(step-N/model)`) and the manifest, and no optimizer, scheduler or
+RNG state: resuming from one is refused in one line. `keep` prunes to the newest k.
 
 Every rank writes into `.tmp-step-000042/`; after a barrier rank 0 writes `trainer_state.json`,
 then the manifest, and renames the temp dir into place, so a directory named `step-*` is always
@@ -33,6 +39,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +52,7 @@ from nudgekit.rl.manifest import MANIFEST, verify, write_manifest
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
+WEIGHTS_DIR = "model"  # a weights-only checkpoint's HF model directory
 _LEGACY_FILES = ("torch_state.pt", "rng-rank0.pt")  # what a torch-backend checkpoint must hold
 _NAME = re.compile(r"^step-(\d+)$")
 
@@ -81,11 +89,14 @@ class CheckpointManager:
     Args:
         directory: where `step-*` directories live.
         keep: how many most recent checkpoints to keep (None: all).
+        weights_only: write only the policy weights (not resumable; see the module docstring).
     """
 
-    def __init__(self, directory: str | os.PathLike, keep: int | None = 2) -> None:
+    def __init__(
+        self, directory: str | os.PathLike, keep: int | None = 2, weights_only: bool = False
+    ) -> None:
         self.directory = Path(directory)
-        self.keep = keep
+        self.keep, self.weights_only = keep, weights_only
         self._verified: set[Path] = set()
 
     def path(self, step: int) -> Path:
@@ -114,7 +125,7 @@ class CheckpointManager:
         Logs a warning for an older checkpoint without a manifest that is loaded unverified.
         """
         if (path / MANIFEST).is_file():
-            problem = verify(path)
+            problem = verify(path) or _not_resumable(path)
             if problem is None:
                 self._verified.add(path.resolve())
             return problem
@@ -196,19 +207,31 @@ class CheckpointManager:
             if not (path / MANIFEST).is_file() and not (path / STATE_FILE).is_file():
                 raise NudgekitError(f"resume: {path} is not a complete checkpoint (no {MANIFEST})")
             problem = self.check(path)
+            if problem == _not_resumable(path):
+                raise NudgekitError(f"resume: {path} is {problem}; set resume=null to start fresh")
             if problem is not None:
                 raise NudgekitError(f"resume: {path} failed verification: {problem}; not loaded")
             return "path", str(path)
         except NudgekitError as err:
             return "error", str(err)
 
-    def save(self, step: int, backend: Any, state: dict[str, Any]) -> Path:
+    def save(
+        self,
+        step: int,
+        backend: Any,
+        state: dict[str, Any],
+        files: dict[str, Callable[[Path], Any]] | None = None,
+        tokenizer: Any = None,
+    ) -> Path:
         """Write checkpoint `step` atomically; every rank must call this.
 
         Args:
             step: the optimizer step the checkpoint ends (training resumes with `step`).
             backend: the training backend (writes model/optimizer/scheduler).
             state: the JSON-able trainer state (rank 0's is written).
+            files: `{name: write(path)}` of extra files rank 0 writes beside the state (they
+                are in the manifest like every other file).
+            tokenizer: saved with the weights of a weights-only checkpoint.
 
         Returns:
             The checkpoint directory.
@@ -218,10 +241,16 @@ class CheckpointManager:
             shutil.rmtree(tmp, ignore_errors=True)  # leftovers of a killed save
             tmp.mkdir(parents=True)
         backend.barrier()
-        backend.save(tmp)
-        torch.save(rng_state(), tmp / f"rng-rank{backend.rank}.pt")
+        if self.weights_only:
+            backend.export(tmp / WEIGHTS_DIR, tokenizer)  # collective under ZeRO-3
+            state = {**state, "weights_only": True}
+        else:
+            backend.save(tmp)
+            torch.save(rng_state(), tmp / f"rng-rank{backend.rank}.pt")
         backend.barrier()
         if backend.is_main:
+            for name, write in (files or {}).items():
+                write(tmp / name)
             _write_json(tmp / STATE_FILE, {"step": step, "world_size": backend.world_size, **state})
             write_manifest(tmp, step=step)
             self._discard(final)
@@ -274,6 +303,20 @@ class CheckpointManager:
         os.replace(path, trash)
         _fsync_dir(path.parent)
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def _not_resumable(path: Path) -> str | None:
+    """Why a verified checkpoint cannot be resumed (weights-only), or None."""
+    try:
+        weights_only = json.loads((path / STATE_FILE).read_text()).get("weights_only")
+    except (OSError, ValueError, AttributeError):
+        return None  # verification reports a broken state file
+    if not weights_only:
+        return None
+    return (
+        "a weights-only checkpoint (pipeline.checkpoint_weights_only=true): no optimizer, "
+        f"scheduler or RNG state to resume from; its weights load from {path / WEIGHTS_DIR}"
+    )
 
 
 def export_hf(backend: Any, tokenizer: Any, directory: str | os.PathLike) -> Path:

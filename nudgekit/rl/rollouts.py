@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from nudgekit.errors import NudgekitError
 from nudgekit.rl.logprobs import completion_logprobs, model_kwargs
 
 
@@ -194,6 +196,14 @@ def token_logprobs(
     )
     logits = out.logits[:, :-1] if keep else out.logits[:, width - 1 : width + length - 1]
     return completion_logprobs(logits, batch.completion_ids, temperature, entropy)
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The tokenizer's pad id (its eos id when it has no pad token)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise NudgekitError("grpo: the tokenizer has neither a pad nor an eos token")
+    return int(pad)
 
 
 def to_device(batch: RolloutBatch, device: torch.device) -> RolloutBatch:

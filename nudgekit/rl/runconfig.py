@@ -229,6 +229,43 @@ def optimizer_overrides(allowed: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
     }
 
 
+def check_settings(
+    train_problems: int, keep_checkpoints: int | None, advantage_scale: str, **sizes: int
+) -> None:
+    """Refuse impossible trainer settings in one line each.
+
+    Args:
+        train_problems: how many training problems there are.
+        keep_checkpoints: checkpoints to keep (>= 1, or None for all).
+        advantage_scale: "group", "batch" or "none".
+        **sizes: counts that must be >= 1 (`max_steps`, `group_size`, ...).
+
+    Raises:
+        NudgekitError: the first setting that is out of range.
+    """
+    if not train_problems:
+        raise NudgekitError("grpo: train_problems is empty")
+    for name, value in sizes.items():
+        if int(value) < 1:
+            raise NudgekitError(f"grpo: {name} must be >= 1, got {value}")
+    if keep_checkpoints is not None and int(keep_checkpoints) < 1:
+        raise NudgekitError(
+            f"grpo: keep_checkpoints must be >= 1 or null (keep all), got {keep_checkpoints}"
+        )
+    if advantage_scale not in ("group", "batch", "none"):
+        raise NudgekitError(f"grpo: advantage_scale {advantage_scale!r} is not group|batch|none")
+
+
+def local_prompts(prompts_per_step: int, world: int) -> int:
+    """Prompts per step of each of `world` processes (they must divide evenly)."""
+    if prompts_per_step % world:
+        raise NudgekitError(
+            f"grpo: prompts_per_step={prompts_per_step} must be divisible by the number of "
+            f"processes ({world})"
+        )
+    return prompts_per_step // world
+
+
 # scalar settings that define a GRPO run, besides the components `grpo_config` describes
 RUN_KEYS = (
     "prompts_per_step",
@@ -248,9 +285,10 @@ RUN_KEYS = (
 def grpo_config(trainer: Any) -> dict[str, Any]:
     """The flat run config of a `GRPOTrainer`, named like the pipeline config.
 
-    Left out: run length, logging, validation and checkpoint cadence, and knobs that change
-    speed or memory but not the result (engine, threads, `micro_batch_size`, `share_prompt`,
-    `sort_by_length`), and the model's device.
+    Left out: run length, logging, validation and checkpoint cadence and format
+    (`keep_checkpoints`, `checkpoint_weights_only`), knobs that change speed or memory but not
+    the result (engine, threads, `micro_batch_size`, `share_prompt`, `sort_by_length`,
+    `gradient_checkpointing`), and the model's device.
 
     Args:
         trainer: the trainer (its constructor arguments are read back from its attributes).

@@ -7,6 +7,7 @@ means over optimizer steps for the loss and gradient norm.
 
 from __future__ import annotations
 
+import resource
 from typing import Any
 
 import torch
@@ -94,3 +95,23 @@ class StatSums:
             if key.startswith("w/"):
                 out[f"train/{key[2:]}"] = values[key] / tokens
         return out
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def perf_metrics(
+    tokens: float, t0: float, t_gen: float, t_score: float, t_end: float
+) -> dict[str, float]:
+    """Timings and throughput of one step (`perf/*`), from its completion tokens (all ranks)
+    and the times it started, finished generating, finished scoring and ended."""
+    return {
+        "perf/step_s": t_end - t0,
+        "perf/generate_s": t_gen - t0,
+        "perf/update_s": t_end - t_score,
+        "perf/tokens_per_s": tokens / max(t_end - t0, 1e-9),
+        "perf/gen_tokens_per_s": tokens / max(t_gen - t0, 1e-9),
+        "perf/peak_rss_mb": peak_rss_mb(),
+    }

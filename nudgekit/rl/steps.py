@@ -21,6 +21,7 @@ from nudgekit.rewards.functions import score_batch
 from nudgekit.rl.advantages import frac_reward_zero_std, group_advantages
 from nudgekit.rl.logprobs import shared_prefix_logprobs, supports_shared_prefix
 from nudgekit.rl.losses import ClippedPolicyLoss
+from nudgekit.rl.precision import checkpointing_active
 from nudgekit.rl.rollouts import Rollout, RolloutBatch, split_batches, token_logprobs
 from nudgekit.rl.stats import StatSums, rollout_metrics
 
@@ -111,9 +112,10 @@ LogprobFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 
 def logprob_fn(model: torch.nn.Module, share_prompt: bool) -> LogprobFn:
-    """`shared_prefix_logprobs` where the model supports it and it is asked for."""
-    return shared_prefix_logprobs if share_prompt and supports_shared_prefix(model) else (
-        token_logprobs)
+    """`shared_prefix_logprobs` where it is asked for, the model supports it, and gradient
+    checkpointing would not drop its KV cache (`checkpointing_active`); else `token_logprobs`."""
+    shared = share_prompt and supports_shared_prefix(model) and not checkpointing_active(model)
+    return shared_prefix_logprobs if shared else token_logprobs
 
 
 def update(

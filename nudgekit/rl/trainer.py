@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import resource
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,8 +45,10 @@ from nudgekit.rl.backends import TorchBackend
 from nudgekit.rl.checkpoint import CheckpointManager, export_hf
 from nudgekit.rl.losses import ClippedPolicyLoss
 from nudgekit.rl.plateau import PlateauDetector
-from nudgekit.rl.rollouts import Rollout
+from nudgekit.rl.precision import prepare_policy
+from nudgekit.rl.rollouts import Rollout, pad_id
 from nudgekit.rl.sampler import PromptSampler
+from nudgekit.rl.stats import peak_rss_mb, perf_metrics
 from nudgekit.rl.steps import SamplingConfig, UpdateConfig
 from nudgekit.rl.validation import table_rows, validate
 
@@ -86,7 +87,9 @@ class GRPOTrainer:
         val_temperature: validation sampling temperature.
         table_rows: sample completions logged per validation.
         save_every: checkpoint every this many steps (0: only at the end).
-        keep_checkpoints: how many checkpoints to keep.
+        keep_checkpoints: keep the newest k checkpoints (None: all).
+        checkpoint_weights_only: checkpoints hold only the policy as a plain HF model in
+            `step-N/model/` (for export and evaluation); they cannot be resumed.
         checkpoint_dir: where checkpoints go (default `<run_dir>/checkpoints`).
         resume: "auto" (newest checkpoint that verifies, if any), a checkpoint path, or None.
         resume_allow: run-config keys that may differ from the checkpoint's on resume (e.g.
@@ -101,6 +104,8 @@ class GRPOTrainer:
         sort_by_length: in the update, cut micro-batches from rollouts ordered by completion
             length when that pads fewer tokens (`rollouts.by_length`; same loss and gradients):
             e.g. NuRL's hinted rollouts, longer than the rest, no longer pad every micro-batch.
+        gradient_checkpointing: recompute each decoder layer's activations in backward instead
+            of keeping them (`precision`); the gradient pass then does not share prompts.
     """
 
     def __init__(
@@ -144,16 +149,14 @@ class GRPOTrainer:
         rollout_hooks: Sequence[RolloutHook] = (),
         share_prompt: bool = True,
         sort_by_length: bool = True,
+        gradient_checkpointing: bool = False,
+        checkpoint_weights_only: bool = False,
     ) -> None:
-        if not train_problems:
-            raise NudgekitError("grpo: train_problems is empty")
-        for name, value in (("max_steps", max_steps), ("prompts_per_step", prompts_per_step),
-                            ("group_size", group_size), ("ppo_epochs", ppo_epochs),
-                            ("mini_batches", mini_batches), ("micro_batch_size", micro_batch_size)):
-            if int(value) < 1:
-                raise NudgekitError(f"grpo: {name} must be >= 1, got {value}")
-        if advantage_scale not in ("group", "batch", "none"):
-            raise NudgekitError(f"grpo: advantage_scale {advantage_scale!r} is not group|batch|none")
+        runconfig.check_settings(
+            train_problems=len(train_problems), max_steps=max_steps,
+            prompts_per_step=prompts_per_step, group_size=group_size, ppo_epochs=ppo_epochs,
+            mini_batches=mini_batches, micro_batch_size=micro_batch_size,
+            keep_checkpoints=keep_checkpoints, advantage_scale=advantage_scale)
         self.model_spec, self.verifier, self.prompt = model, verifier, prompt
         self.train_problems, self.val_problems = list(train_problems), list(val_problems or [])
         self.engine_factory, self.optimizer_factory = engine, optimizer
@@ -173,6 +176,8 @@ class GRPOTrainer:
         self.seed, self.num_threads = seed, num_threads
         self.rollout_hooks = list(rollout_hooks)
         self.share_prompt, self.sort_by_length = share_prompt, sort_by_length
+        self.gradient_checkpointing = gradient_checkpointing
+        self.checkpoint_weights_only = checkpoint_weights_only
         self.step = 0
         self._saved_step: int | None = None
         self.extra_state: dict[str, Any] = {}  # JSON-able; saved in every checkpoint (NuRL)
@@ -185,13 +190,14 @@ class GRPOTrainer:
         if self.num_threads:
             torch.set_num_threads(int(self.num_threads))
         self.tokenizer = self.model_spec.load_tokenizer()
-        module = self.model_spec.load_model()
-        self.pad_id = _pad_id(self.tokenizer)
+        module = prepare_policy(self.model_spec.load_model(), self.gradient_checkpointing,
+                                self.share_prompt)
+        self.pad_id = pad_id(self.tokenizer)
         self.ref_model = None
         if self.loss.beta != 0.0:
             self.ref_model = self.model_spec.load_model().eval().requires_grad_(False)
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        rows = self._local_prompts(world) * self.group_size
+        rows = runconfig.local_prompts(self.prompts_per_step, world) * self.group_size
         if rows % self.mini_batches:
             raise NudgekitError(
                 f"grpo: {rows} rollouts per process do not split into mini_batches="
@@ -204,7 +210,8 @@ class GRPOTrainer:
         self.engine = self.engine_factory(model=self.backend.module, tokenizer=self.tokenizer)
         self.sampler = PromptSampler(self.train_problems, self.prompts_per_step, seed=self.seed)
         ckpt_dir = Path(self.checkpoint_dir) if self.checkpoint_dir else self.run_dir / "checkpoints"
-        self.checkpoints = CheckpointManager(ckpt_dir, keep=self.keep_checkpoints)
+        self.checkpoints = CheckpointManager(ckpt_dir, keep=self.keep_checkpoints,
+                                             weights_only=self.checkpoint_weights_only)
         path = self.checkpoints.resolve(self.resume, self.backend)
         if path is not None:
             self.load_checkpoint(path)
@@ -253,7 +260,8 @@ class GRPOTrainer:
             "extra_state": self.extra_state,
             "config": self.run_config(),
         }
-        path = self.checkpoints.save(self.step, self.backend, state)
+        path = self.checkpoints.save(self.step, self.backend, state, self.checkpoint_files(),
+                                     self.tokenizer)
         self._saved_step = self.step
         log.info("grpo: checkpoint %s", path)
         return path
@@ -284,6 +292,10 @@ class GRPOTrainer:
         """The settings that define this run (recorded in checkpoints, checked on resume)."""
         return runconfig.grpo_config(self)
 
+    def checkpoint_files(self) -> dict[str, Callable[[Path], Any]]:
+        """Files the next checkpoint holds beside the trainer state: `{name: write(path)}`."""
+        return {}
+
     def before_resume(self, state: dict[str, Any]) -> None:
         """Hook run after the config check and before any state is loaded (NuRL: sampler)."""
 
@@ -310,15 +322,8 @@ class GRPOTrainer:
         t_end = time.perf_counter()
         self.step += 1
         tokens = self.backend.all_reduce_sum([sum(len(r.completion_ids) for r in rollouts)])[0]
-        metrics.update({
-            "train/lr": self.backend.lr(),
-            "perf/step_s": t_end - t0,
-            "perf/generate_s": t_gen - t0,
-            "perf/update_s": t_end - t_score,
-            "perf/tokens_per_s": tokens / max(t_end - t0, 1e-9),
-            "perf/gen_tokens_per_s": tokens / max(t_gen - t0, 1e-9),
-            "perf/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        })
+        metrics.update({"train/lr": self.backend.lr(),
+                        **perf_metrics(tokens, t0, t_gen, t_score, t_end)})
         return metrics
 
     def generate_rollouts(
@@ -403,20 +408,5 @@ class GRPOTrainer:
     def final_metrics(self) -> dict[str, float]:
         out = {k: float(v) for k, v in self.history.items() if v is not None}
         out["train/steps"] = float(self.step)
-        out["perf/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out["perf/peak_rss_mb"] = peak_rss_mb()
         return out
-
-    def _local_prompts(self, world: int) -> int:
-        if self.prompts_per_step % world:
-            raise NudgekitError(
-                f"grpo: prompts_per_step={self.prompts_per_step} must be divisible by the "
-                f"number of processes ({world})"
-            )
-        return self.prompts_per_step // world
-
-
-def _pad_id(tokenizer: Any) -> int:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None:
-        raise NudgekitError("grpo: the tokenizer has neither a pad nor an eos token")
-    return int(pad)
