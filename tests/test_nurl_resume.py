@@ -102,7 +102,11 @@ def test_sigkill_in_stage2_then_resume_equals_uninterrupted_run(tiny_qwen_dir, t
     assert extra_b["stage"] == extra_a["stage"] == 2 and extra_b["stage2_start"] == STAGE1
     assert 0 < len(extra_a["filtered_ids"]) < PROBLEMS  # the filter dropped some problems
     assert extra_b["filtered_ids"] == extra_a["filtered_ids"]
-    assert extra_b["hints"] == extra_a["hints"] and len(extra_a["hints"]) == PROBLEMS
+    # the hint store sits beside the trainer state, not inside it
+    assert "hints" not in extra_a and extra_b["hint_count"] == extra_a["hint_count"] == PROBLEMS
+    hints_a = (ck_a / f"step-{FINAL:06d}" / "hints.jsonl").read_text()
+    assert (ck_b / f"step-{FINAL:06d}" / "hints.jsonl").read_text() == hints_a
+    assert len(hints_a.splitlines()) == PROBLEMS
     # the resumed run writes the store into its own run dir too
     assert (tmp_path / "run_b2" / "hints.jsonl").read_text() == (tmp_path / "run_a" / "hints.jsonl").read_text()
     assert state_b["sampler"] == state_a["sampler"] and state_b["step"] == FINAL

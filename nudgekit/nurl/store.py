@@ -9,7 +9,8 @@ One line per problem that got a usable hint:
 attempt was rejected. Problems whose hints were all rejected are not in the store (the
 collection's `dropped` says why). The store is training data only: nothing in evaluation reads
 it, and `Problem.hint` is never set from it, so a hint can only enter a prompt through the NuRL
-gate. Its `state_dict` is a JSON-able list, so a trainer checkpoint can carry it.
+gate. A NuRL checkpoint holds it as `step-N/hints.jsonl` (written by `save`, in the manifest);
+`state_dict`/`from_state` read the JSON list older checkpoints kept in their trainer state.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 0. **Hints** (before any update): the hint source writes hints for every training problem (a
    `self` source writes them with the starting policy, i.e. offline with respect to RL); the
-   store goes into the checkpoint and to `<run_dir>/hints.jsonl`. A `file` source reuses a store.
+   store is written to `<run_dir>/hints.jsonl` and beside every checkpoint's trainer state
+   (`step-N/hints.jsonl`, in its manifest). A `file` source reuses a store.
 1. **Stage 1**: plain GRPO until the plateau detector fires or `stage1_max_steps` is reached
    (with `start=step0` the gate is already open here).
 2. **Filter**: the stage-1 policy samples `filter_n` rollouts per training problem; problems
@@ -10,8 +11,10 @@
 3. **Stage 2**: `stage2_steps` steps of GRPO with the `HintInjector` gate open, on the filtered
    problems, continuing from the stage-1 weights, optimizer and data position.
 
-The stage, the hint store, the filtered problem ids and the stage boundaries live in the
-trainer's `extra_state`, and a checkpoint is written right after hint collection and right after
+The stage, the filtered problem ids and the stage boundaries live in the trainer's
+`extra_state` (`trainer_state.json`), the hint store in the checkpoint's `hints.jsonl`
+(checkpoints that carry it inside `extra_state["hints"]`, as older ones do, still load), and a
+checkpoint is written right after hint collection and right after
 the filter, so a run killed at any point resumes where it was (`resume=auto`).
 
 With `injector.gate=never` the same schedule is the fair baseline (`grpo_tiny_continued`): stage
@@ -26,6 +29,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from nudgekit.errors import NudgekitError
@@ -42,6 +46,8 @@ from nudgekit.rl.validation import sample_validation
 log = logging.getLogger(__name__)
 
 STARTS = ("step0", "after_plateau")
+HINTS_FILE = "hints.jsonl"  # in the run dir and in every checkpoint
+HINTS_KEY = "hint_count"  # in extra_state once hints were collected (0: no hint source)
 _MANAGED = ("max_steps", "stop_on_plateau")  # set by the schedule, not by config
 
 
@@ -127,24 +133,23 @@ class NuRLTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ step 0: hints
 
     def _ensure_hints(self) -> None:
-        if "hints" in self.extra_state:
-            self.injector.store = HintStore.from_state(self.extra_state["hints"])
-            if self.backend.is_main and not (self.run_dir / "hints.jsonl").exists():
-                self.injector.store.save(self.run_dir / "hints.jsonl")  # a resumed run's own dir
+        if HINTS_KEY in self.extra_state:  # resumed: `load_checkpoint` restored the store
+            if self.backend.is_main and not (self.run_dir / HINTS_FILE).exists():
+                self.injector.store.save(self.run_dir / HINTS_FILE)  # a resumed run's own dir
             return
         if self.hint_source is None:
-            self.extra_state["hints"] = []
+            self.extra_state[HINTS_KEY] = 0
             return
         start = time.perf_counter()
         collection = self.collect_hints()
         store = collection.store
         self.injector.store = store
-        self.extra_state["hints"] = store.state_dict()
+        self.extra_state[HINTS_KEY] = len(store)
         metrics = collection_metrics(collection, len(self.train_problems),
                                      time.perf_counter() - start)
         self.extra_state["hint_metrics"] = metrics
         if self.backend.is_main:
-            store.save(self.run_dir / "hints.jsonl")
+            store.save(self.run_dir / HINTS_FILE)
         if self.tracker is not None:
             self.tracker.log(metrics, step=self.step)
         self.save_checkpoint()
@@ -208,6 +213,21 @@ class NuRLTrainer(GRPOTrainer):
         return [p for i, p in enumerate(self.train_problems) if i not in solved]
 
     # ------------------------------------------------------------------ resume
+
+    def checkpoint_files(self) -> dict[str, Any]:
+        """The hint store, once collected, beside the trainer state (`step-N/hints.jsonl`)."""
+        return {HINTS_FILE: self.injector.store.save} if self.extra_state.get(HINTS_KEY) else {}
+
+    def load_checkpoint(self, path: Path) -> None:
+        """GRPO's resume, then the hint store: `hints.jsonl` of the checkpoint, or the list
+        an older checkpoint kept in `extra_state["hints"]` (moved out of the state)."""
+        super().load_checkpoint(path)
+        legacy = self.extra_state.pop("hints", None)
+        if legacy is not None:
+            self.injector.store = HintStore.from_state(legacy)
+            self.extra_state[HINTS_KEY] = len(self.injector.store)
+        elif self.extra_state.get(HINTS_KEY):
+            self.injector.store = HintStore.load(Path(path) / HINTS_FILE)
 
     def before_resume(self, state: dict[str, Any]) -> None:
         extra = state.get("extra_state") or {}
