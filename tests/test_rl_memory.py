@@ -137,10 +137,11 @@ def test_nothing_full_size_in_fp32_is_kept_for_backward():
     assert _saved_bytes(selective_logprobs, logits, ids) <= ids.numel() * 12
 
 
-# Run in a fresh process per path (ru_maxrss is a high-water mark); it loads only torch and
-# `selective.py` by file path, so each run takes ~2 s.
+# Run in a fresh process per path; it loads only torch and `selective.py` (by file path), so
+# each run takes ~2 s. The peak is Linux's VmHWM after resetting it to the current RSS
+# (/proc/self/clear_refs), so pages touched while importing do not hide the growth.
 _PEAK = """
-import importlib.util, resource, sys, torch
+import importlib.util, sys, torch
 spec = importlib.util.spec_from_file_location("selective", sys.argv[1])
 selective = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(selective)
@@ -163,9 +164,12 @@ logits.requires_grad_()  # (filled in place: no fp32 temporary raises the high-w
 ids = torch.randint(0, vocab, (rows, length), generator=g)
 warm = logits[:1, :2].detach().requires_grad_()
 fn(warm, ids[:1, :2], 0.7, True)[0].sum().backward()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def kib(key):
+    return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1])
+open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS
+before = kib("VmRSS:")
 fn(logits, ids, 0.7, True)[0].sum().backward()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+print((kib("VmHWM:") - before) / 1024)
 """
 
 
@@ -185,14 +189,16 @@ def peak_rss_mib(which: str, rows: int, length: int, vocab: int, block_elements:
     return float(out.stdout.split()[-1])
 
 
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
 def test_peak_rss_of_forward_and_backward_is_a_fraction_of_the_fp32_path():
-    # 2 x 512 positions, V = 32768: bf16 logits 64 MiB, one fp32 copy 128 MiB; blocks of 2^22
-    # fp32 elements (16 MiB). Measured: plain 485 MiB (~four fp32 copies live at once), blocked
-    # 84-100 MiB (the logits' bf16 gradient, 64 MiB, plus one or two blocks).
-    shape = (2, 512, 32768, 1 << 22)
+    # 2 x 512 positions, V = 32768: bf16 logits 64 MiB, one fp32 copy 128 MiB; blocks of 2^21
+    # fp32 elements (8 MiB). Measured: plain 512 MiB (four fp32 copies live at once), blocked
+    # 107-112 MiB (the logits' bf16 gradient, 64 MiB, plus blocks and allocator slack). At
+    # 8 x 512 positions and the default 64 MiB blocks: 2048 MiB vs 352 MiB (256 MiB gradient).
+    shape = (2, 512, 32768, 1 << 21)
     plain, blocked = peak_rss_mib("plain", *shape), peak_rss_mib("blocked", *shape)
     assert plain >= 3 * 128, plain
-    assert blocked <= 64 + 4 * 16 and blocked < plain / 2.5, (plain, blocked)
+    assert blocked <= 64 + 96 and blocked < plain / 3, (plain, blocked)
 
 
 # ------------------------------------------------------------------ gradient checkpointing
