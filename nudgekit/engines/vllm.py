@@ -29,6 +29,10 @@ in one `collective_rpc("reload_weights", ...)` call, then the prefix cache is re
 matter: `named_parameters()` misses a tied `lm_head` (vLLM would keep the old one), fused layers
 (q/k/v, gate/up) must arrive together in one call, and cached prefixes hold old activations.
 `model.load_weights` after start does not work on the CPU build (its weights are repacked).
+
+Several engines in one process (nudging's roles, a hint writer beside the rollout engine) share
+vLLM's process-wide parallel state; `close()` (or dropping an engine) frees one engine's weights
+and KV cache without tearing that state down under the others.
 """
 
 from __future__ import annotations

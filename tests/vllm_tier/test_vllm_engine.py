@@ -273,6 +273,19 @@ def test_weight_sync_after_an_optimizer_step(source, model_dirs, tmp_path):
     engine.close()
 
 
+def test_a_dropped_engine_spares_the_others(pair):
+    import gc
+
+    vllm_engine, _, prompts = pair
+    reqs = _greedy(prompts[:2], 8)
+    before = [r.samples[0].token_ids for r in vllm_engine.generate(reqs)]
+    other = VLLMEngine(ModelSpec(vllm_engine.model_path))
+    assert [r.samples[0].token_ids for r in other.generate(reqs)] == before
+    del other  # vLLM's own teardown would destroy the parallel state both engines use
+    gc.collect()
+    assert [r.samples[0].token_ids for r in vllm_engine.generate(reqs)] == before
+
+
 def test_sleep_is_a_no_op_on_cpu(pair):
     vllm_engine = pair[0]
     if vllm_engine.device != "cpu":
