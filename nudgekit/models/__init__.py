@@ -1,4 +1,5 @@
-"""Model loading: causal LMs and tokenizers from hub ids, local HF directories or the zoo."""
+"""Model loading: causal LMs and tokenizers from hub ids, local HF directories, the zoo (`zoo:`)
+or GGUF weights shipped in pip packages (`pkg:`)."""
 
 from nudgekit.models.chat import apply_chat_template, plain_chat_template
 from nudgekit.models.loading import (

@@ -1,4 +1,5 @@
-"""Load causal LMs and tokenizers from a hub id, a local HF directory or the tiny-world zoo.
+"""Load causal LMs and tokenizers from a hub id, a local HF directory, the tiny-world zoo
+(`zoo:`) or GGUF weights shipped in a pip package (`pkg:`).
 
 Every failure a user can cause (a typo in a path, a hub id with no network, a model without
 safetensors weights, a CUDA device on a CPU box) becomes a one-line `NudgekitError` and fails
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from nudgekit.errors import NudgekitError
+from nudgekit.models.schemes import resolve_scheme
 
 _DTYPES = {
     "float32": torch.float32,
@@ -102,8 +104,9 @@ def resolve_model_path(name_or_path: str | os.PathLike, revision: str | None = N
     """Turn a model reference into something `from_pretrained` can load without surprises.
 
     Args:
-        name_or_path: a local HF directory, a hub id (`owner/name`), or `zoo:<name>` for a
-            tiny-world model built by `nudgekit.zoo`.
+        name_or_path: a local HF directory, a hub id (`owner/name`), or a scheme reference
+            (`nudgekit.models.schemes`): `zoo:<name>` for a tiny-world model built by
+            `nudgekit.zoo`, `pkg:<distribution>` for GGUF weights shipped in a pip package.
         revision: hub revision (branch, tag or commit); ignored for local directories.
 
     Returns:
@@ -113,10 +116,7 @@ def resolve_model_path(name_or_path: str | os.PathLike, revision: str | None = N
         NudgekitError: the reference is neither a model directory nor a reachable hub id.
     """
     name = str(name_or_path)
-    if name.startswith("zoo:"):
-        from nudgekit import zoo  # lazy: the zoo builds models and pulls in training code
-
-        name = str(zoo.resolve(name[len("zoo:") :]))
+    name = resolve_scheme(name) or name  # zoo:, pkg:, ... (nudgekit.models.schemes)
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

@@ -16,7 +16,8 @@ class ModelSpec:
     `load_model()` / `load_tokenizer()` is called.
 
     Args:
-        name_or_path: hub id, local HF directory, or `zoo:<name>` (tiny-world model).
+        name_or_path: hub id, local HF directory, `zoo:<name>` (tiny-world model) or
+            `pkg:<distribution>` (GGUF weights in a pip package, converted once).
         dtype: "float32" | "bfloat16" | "float16" | "auto".
         device: torch device string.
         trust_remote_code: run the repository's own Python code (off by default).
