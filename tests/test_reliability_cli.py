@@ -347,7 +347,7 @@ def test_lock_is_reentrant_in_process_and_taken_by_rank_zero_only(tmp_path, monk
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (["model=nope"], ["Could not find 'model/nope'", "available: local"]),
+        (["model=nope"], ["Could not find 'model/nope'", "(available: ", "tiny_policy"]),
         (["eval.nope=1"], ["Could not override 'eval.nope'", "+eval.nope=1"]),
         (["eval.n=[1"], ["cannot parse override 'eval.n=[1'"]),
         (["+x.api_key=[clisecret-PARSE-99ii"], ["cannot parse override '+x.api_key=***'"]),
