@@ -141,16 +141,20 @@ class VLLMEngine:
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Run every sample of every request in one `LLM.generate` call."""
+        from vllm.exceptions import VLLMValidationError
         from vllm.inputs import TokensPrompt
 
         prompts = [self._prompt_ids(i, r) for i, r in enumerate(requests)]
         flat_prompts, flat_params, owner = [], [], []
-        for index, (req, ids) in enumerate(zip(requests, prompts)):
-            for params in _sampling_params(req):
-                flat_prompts.append(TokensPrompt(prompt_token_ids=ids))
-                flat_params.append(params)
-                owner.append(index)
-        outputs = self.llm.generate(flat_prompts, sampling_params=flat_params, use_tqdm=False)
+        try:  # vLLM checks requests itself too (e.g. temperature <= 2)
+            for index, (req, ids) in enumerate(zip(requests, prompts)):
+                for params in _sampling_params(req):
+                    flat_prompts.append(TokensPrompt(prompt_token_ids=ids))
+                    flat_params.append(params)
+                    owner.append(index)
+            outputs = self.llm.generate(flat_prompts, sampling_params=flat_params, use_tqdm=False)
+        except VLLMValidationError as exc:
+            raise NudgekitError(f"vllm engine: {str(exc).splitlines()[0]}") from None
         samples: list[list[Sample]] = [[] for _ in requests]
         for index, out in zip(owner, outputs):
             samples[index].append(
