@@ -31,20 +31,22 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = "tiny-nudging"
 pytestmark = pytest.mark.usefixtures("one_thread")
 DECODER = functools.partial(CachedNudgingDecoder, gamma=0.3, chunk_tokens=8, batch_size=16)
+LIMITS = Limits(
+    max_prompt_chars=400, max_prompt_tokens=200, max_tokens=64, max_n=4, max_body_bytes=20_000
+)
 QUESTIONS = list(dict.fromkeys(p.question for p in tiny_problems("test", n=60, seed=3)))[:48]
 
 
 class Served:
     """A `ServePipeline` running in a thread, plus an in-process reference decoder."""
 
-    def __init__(self, dirs: dict[str, Path], run_dir: Path, **kwargs) -> None:
+    def __init__(self, dirs: dict[str, Path], run_dir: Path, limits=None, **kwargs) -> None:
         base, small = ModelSpec(str(dirs["base"])), ModelSpec(str(dirs["small"]))
         self.base_prompt = ChatPrompt(base, "tiny", chat=False)
         self.nudging_prompt = ChatPrompt(small, "tiny", chat=True)
         self.pipe = ServePipeline(
             base, small, self.base_prompt, self.nudging_prompt, DECODER, model_name=MODEL,
-            port=0, limits=Limits(max_prompt_chars=400, max_prompt_tokens=200, max_tokens=64,
-                                  max_n=4, max_body_bytes=20_000),
+            port=0, limits=limits or LIMITS,
             batch_wait_ms=20, **kwargs,
         )  # fmt: skip
         self.metrics: dict = {}
