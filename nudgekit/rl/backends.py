@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from nudgekit.errors import NudgekitError
+from nudgekit.rl.dist import fill_single_process_env
 from nudgekit.rl.precision import ds_precision, module_dtype
 from nudgekit.rl.runconfig import set_optimizer_values
 
@@ -39,7 +40,13 @@ SchedulerFactory = Callable[..., Any]
 
 
 class _Collectives:
-    """Rank info and the few collectives the trainer needs (no-ops in one process)."""
+    """Rank info and the few collectives the trainer needs (no-ops in one process).
+
+    `device` is where the trained module lives (set by `setup`); update batches go there and
+    reductions run on tensors there, so an NCCL group never sees a CPU tensor.
+    """
+
+    device: torch.device = torch.device("cpu")
 
     @property
     def distributed(self) -> bool:
@@ -65,9 +72,9 @@ class _Collectives:
         """Element-wise sum of a list of floats over ranks (float64)."""
         if not self.distributed:
             return [float(v) for v in values]
-        t = torch.tensor(values, dtype=torch.float64)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
-        return t.tolist()
+        return t.cpu().tolist()
 
     def all_gather_object(self, obj: Any) -> list[Any]:
         if not self.distributed:
@@ -115,6 +122,7 @@ class TorchBackend(_Collectives):
                 "trainer/deepspeed=zero1|zero2|zero3"
             )
         self.module = module.train()
+        self.device = _module_device(module)
         self.optimizer = optimizer(module.parameters())
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
         self._accum, self._micro = grad_accum_steps, 0
@@ -238,7 +246,9 @@ class DeepSpeedBackend(_Collectives):
             backend = "nccl" if torch.cuda.is_available() else "gloo"
             if backend == "gloo" and not self.cpu_shm_comm:
                 _skip_shm_comm_build()
-            deepspeed.init_distributed(dist_backend=backend)
+            # a plain `python run.py` has no torchrun env: a world of one from the env, no MPI
+            fill_single_process_env()
+            deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
         config = self.ds_config(grad_accum_steps, micro_batch_size, self.world_size,
                                 module_dtype(module))
         self.engine, _, _, _ = deepspeed.initialize(
@@ -247,6 +257,7 @@ class DeepSpeedBackend(_Collectives):
             lr_scheduler=scheduler,
             config=config,
         )
+        self.device = torch.device(self.engine.device)
 
     @property
     def model(self) -> Any:
@@ -315,6 +326,12 @@ class DeepSpeedBackend(_Collectives):
 
     def close(self) -> None:
         self.engine = None
+
+
+def _module_device(module: torch.nn.Module) -> torch.device:
+    """The device of the module's first parameter (cpu for a module without parameters)."""
+    param = next(module.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
 
 
 def _skip_shm_comm_build() -> None:

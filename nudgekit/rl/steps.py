@@ -22,7 +22,13 @@ from nudgekit.rl.advantages import frac_reward_zero_std, group_advantages
 from nudgekit.rl.logprobs import shared_prefix_logprobs, supports_shared_prefix
 from nudgekit.rl.losses import ClippedPolicyLoss
 from nudgekit.rl.precision import checkpointing_active
-from nudgekit.rl.rollouts import Rollout, RolloutBatch, split_batches, token_logprobs
+from nudgekit.rl.rollouts import (
+    Rollout,
+    RolloutBatch,
+    split_batches,
+    to_device,
+    token_logprobs,
+)
 from nudgekit.rl.stats import StatSums, rollout_metrics
 
 
@@ -135,6 +141,9 @@ def update(
                             f"mini_batches={cfg.mini_batches}")
     minis = split_batches(rollouts, cfg.mini_batches, cfg.micro_batch_size, cfg.pad_id,
                           cfg.mask_truncated, cfg.sort_by_length, cfg.share_prompt)
+    device = getattr(backend, "device", None)
+    if device is not None:  # collated on the CPU; the update runs where the module lives
+        minis = [[to_device(b, device) for b in m] for m in minis]
     reuse_current = cfg.ppo_epochs == 1 and cfg.mini_batches == 1
     precompute_logprobs([b for m in minis for b in m], backend.model, ref_model,
                         cfg.temperature, old=not reuse_current, share_prompt=cfg.share_prompt)

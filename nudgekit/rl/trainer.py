@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,7 +39,7 @@ import torch
 from nudgekit.data.problem import Problem
 from nudgekit.engines.sampling import derive_seed
 from nudgekit.errors import NudgekitError
-from nudgekit.rl import runconfig, steps
+from nudgekit.rl import dist, runconfig, steps
 from nudgekit.rl.backends import TorchBackend
 from nudgekit.rl.checkpoint import CheckpointManager, export_hf
 from nudgekit.rl.losses import ClippedPolicyLoss
@@ -189,14 +188,17 @@ class GRPOTrainer:
         """Load the policy (and reference), build backend, engine, sampler; maybe resume."""
         if self.num_threads:
             torch.set_num_threads(int(self.num_threads))
-        self.tokenizer = self.model_spec.load_tokenizer()
-        module = prepare_policy(self.model_spec.load_model(), self.gradient_checkpointing,
+        # rank, world size and device decided once, before anything loads (cuda:LOCAL_RANK)
+        self.process = dist.setup_process(getattr(self.model_spec, "device", "auto"))
+        spec = dist.on_device(self.model_spec, self.process.device)
+        self.tokenizer = spec.load_tokenizer()
+        module = prepare_policy(spec.load_model(), self.gradient_checkpointing,
                                 self.share_prompt)
         self.pad_id = pad_id(self.tokenizer)
         self.ref_model = None
         if self.loss.beta != 0.0:
-            self.ref_model = self.model_spec.load_model().eval().requires_grad_(False)
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+            self.ref_model = spec.load_model().eval().requires_grad_(False)
+        world = self.process.world_size
         rows = runconfig.local_prompts(self.prompts_per_step, world) * self.group_size
         if rows % self.mini_batches:
             raise NudgekitError(
