@@ -32,7 +32,7 @@ import torch
 
 from nudgekit.engines.base import GenerationRequest, GenerationResult, Sample
 from nudgekit.engines.sampling import derive_seed, row_uniforms, sample_step
-from nudgekit.engines.tokens import prompt_ids, start_ids
+from nudgekit.engines.tokens import request_prompt_ids, start_ids
 from nudgekit.errors import NudgekitError
 from nudgekit.models.kvstore import AppendCache
 
@@ -219,21 +219,8 @@ class HFEngine:
         return out.logits[:, -1, :]
 
     def _prompt_ids(self, index: int, req: GenerationRequest) -> list[int]:
-        where = f"request {index}"
-        if req.n < 1 or req.max_new_tokens < 1:
-            raise NudgekitError(f"{where}: n and max_new_tokens must be >= 1")
-        if req.temperature < 0 or not 0 < req.top_p <= 1:
-            raise NudgekitError(f"{where}: need temperature >= 0 and 0 < top_p <= 1")
-        if isinstance(req.prompt, str):
-            ids = prompt_ids(self.tokenizer, req.prompt, self._start)
-        else:
-            ids = [int(t) for t in req.prompt]
-            vocab = self._core.get_input_embeddings().num_embeddings
-            if any(not 0 <= t < vocab for t in ids):
-                raise NudgekitError(f"{where}: prompt ids must lie in [0, {vocab})")
-        if not ids:
-            raise NudgekitError(f"{where}: empty prompt")
-        return list(ids)
+        vocab = self._core.get_input_embeddings().num_embeddings
+        return request_prompt_ids(index, req, self.tokenizer, self._start, vocab)
 
     @torch.inference_mode()
     def _run_batch(self, batch, requests, prompts, seeds, samples) -> None:

@@ -42,3 +42,40 @@ def prompt_ids(tokenizer: Any, text: str, start: Sequence[int] | None = None) ->
     """
     start = start_ids(tokenizer) if start is None else start
     return with_start(start, tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def request_prompt_ids(
+    index: int, request: Any, tokenizer: Any, start: Sequence[int], vocab: int
+) -> list[int]:
+    """A `GenerationRequest`'s checked prompt ids (text encoded with `prompt_ids`).
+
+    Args:
+        index: the request's position (named in errors).
+        request: the `GenerationRequest`.
+        tokenizer: encodes a text prompt.
+        start: the tokenizer's start ids (`start_ids`).
+        vocab: ids must lie in ``[0, vocab)``.
+
+    Returns:
+        The prompt ids.
+
+    Raises:
+        NudgekitError: bad n / max_new_tokens / temperature / top_p, ids out of range, or an empty
+            prompt.
+    """
+    from nudgekit.errors import NudgekitError
+
+    where = f"request {index}"
+    if request.n < 1 or request.max_new_tokens < 1:
+        raise NudgekitError(f"{where}: n and max_new_tokens must be >= 1")
+    if request.temperature < 0 or not 0 < request.top_p <= 1:
+        raise NudgekitError(f"{where}: need temperature >= 0 and 0 < top_p <= 1")
+    if isinstance(request.prompt, str):
+        ids = prompt_ids(tokenizer, request.prompt, start)
+    else:
+        ids = [int(t) for t in request.prompt]
+        if any(not 0 <= t < vocab for t in ids):
+            raise NudgekitError(f"{where}: prompt ids must lie in [0, {vocab})")
+    if not ids:
+        raise NudgekitError(f"{where}: empty prompt")
+    return list(ids)

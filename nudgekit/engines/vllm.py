@@ -45,7 +45,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nudgekit.engines.base import GenerationRequest, GenerationResult, Sample
-from nudgekit.engines.tokens import prompt_ids, start_ids
+from nudgekit.engines.tokens import request_prompt_ids, start_ids
 from nudgekit.errors import NudgekitError
 
 MISSING = (
@@ -216,20 +216,8 @@ class VLLMEngine:
         gc.collect()
 
     def _prompt_ids(self, index: int, req: GenerationRequest) -> list[int]:
-        where = f"request {index}"
-        if req.n < 1 or req.max_new_tokens < 1:
-            raise NudgekitError(f"{where}: n and max_new_tokens must be >= 1")
-        if req.temperature < 0 or not 0 < req.top_p <= 1:
-            raise NudgekitError(f"{where}: need temperature >= 0 and 0 < top_p <= 1")
-        if isinstance(req.prompt, str):
-            ids = prompt_ids(self.tokenizer, req.prompt, self._start)
-        else:
-            ids = [int(t) for t in req.prompt]
-            if any(not 0 <= t < self._vocab for t in ids):
-                raise NudgekitError(f"{where}: prompt ids must lie in [0, {self._vocab})")
-        if not ids:
-            raise NudgekitError(f"{where}: empty prompt")
-        return ids
+        vocab = self._vocab
+        return request_prompt_ids(index, req, self.tokenizer, self._start, vocab)
 
 
 def _own_teardown(engine: VLLMEngine, llm: Any) -> weakref.finalize | None:

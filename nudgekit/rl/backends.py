@@ -33,7 +33,7 @@ import torch.distributed as dist
 from nudgekit.errors import NudgekitError
 from nudgekit.rl.dist import fill_single_process_env
 from nudgekit.rl.precision import ds_precision, module_dtype
-from nudgekit.rl.runconfig import set_optimizer_values
+from nudgekit.rl.runconfig import plain_container, set_optimizer_values
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -216,7 +216,7 @@ class DeepSpeedBackend(_Collectives):
         if zero_stage not in (1, 2, 3):
             raise NudgekitError(f"trainer/deepspeed: zero_stage must be 1, 2 or 3, got {zero_stage}")
         self.zero_stage, self.max_grad_norm = zero_stage, max_grad_norm
-        self.extra_config = _plain(config or {})
+        self.extra_config = plain_container(config or {})
         self.cpu_shm_comm = cpu_shm_comm
         self.engine: Any = None
 
@@ -385,18 +385,6 @@ def _add_zero3_hooks(engine: Any) -> None:
 def _zero3_params(module: torch.nn.Module) -> list[Any]:
     external = getattr(module, "ds_external_parameters", lambda: [])()
     return [p for _, p in [*module.named_parameters(recurse=True), *external]]
-
-
-def _plain(node: Any) -> Any:
-    """OmegaConf containers (from Hydra) to plain dicts/lists."""
-    try:
-        from omegaconf import OmegaConf
-
-        if OmegaConf.is_config(node):
-            return OmegaConf.to_container(node, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return node
 
 
 def _merge(base: dict, extra: dict) -> dict:

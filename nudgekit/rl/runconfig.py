@@ -34,7 +34,7 @@ _MAX_DEPTH = 4
 MISSING = "<unset>"
 
 
-def _plain(node: Any) -> Any:
+def plain_container(node: Any) -> Any:
     """OmegaConf containers (from Hydra) to plain dicts/lists."""
     try:
         from omegaconf import OmegaConf
@@ -77,7 +77,7 @@ def describe(obj: Any, depth: int = 0) -> Any:
         Primitives as they are, containers element-wise, a partial or object as
         `{"_target_": path, **arguments}`, a function or class as its import path.
     """
-    obj = _plain(obj)
+    obj = plain_container(obj)
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if isinstance(obj, (list, tuple)):
