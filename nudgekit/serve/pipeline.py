@@ -45,7 +45,8 @@ class ServePipeline:
         port: the port (0: any free one; the chosen one is in `server.json`).
         limits: request limits (`nudgekit.serve.Limits`).
         batch_size: most questions per decode call.
-        batch_wait_ms: how long a lone question waits for company before decoding.
+        batch_wait_ms: a batch waits for company until no request arrived for this long
+            (at most 10 times as long in all).
         max_requests: stop after this many answered generation requests (None: never).
         max_seconds: stop after this long (None: never).
         engine_batch_size: rows per forward of the models' engines.
@@ -63,7 +64,7 @@ class ServePipeline:
         port: int = 8000,
         limits: Limits | None = None,
         batch_size: int = 64,
-        batch_wait_ms: float = 5.0,
+        batch_wait_ms: float = 20.0,
         max_requests: int | None = None,
         max_seconds: float | None = None,
         engine_batch_size: int = 16,

@@ -1,8 +1,8 @@
 """The batching scheduler: one thread owns the models and decodes queued questions together.
 
 HTTP handler threads `submit` `Work` items (one per question of a request) and wait on them;
-the scheduler thread takes what is queued, waits up to `wait_s` for more (up to `batch_size`
-questions), and decodes compatible items in one `decode` call, so concurrent requests share the
+the scheduler thread takes what is queued, waits for more while they keep coming (until no
+request arrived for `wait_s`, at most `MAX_WAITS * wait_s`, up to `batch_size` questions), and decodes compatible items in one `decode` call, so concurrent requests share the
 decoder's batch. Items are compatible when they ask for the same budget (`max_tokens`): greedy
 nudging is batch-invariant (each question's text does not depend on what it is decoded next
 to; `tests/test_serve.py` checks it), so greedy items of many requests share one call, and a
@@ -28,6 +28,7 @@ from nudgekit.serve.protocol import ApiError
 log = logging.getLogger(__name__)
 
 # decode(base_prompts, nudging_prompts, max_tokens, temperature, top_p, seed) -> outputs
+MAX_WAITS = 10  # a batch waits at most this many `wait_s` for company
 DecodeFn = Callable[[list[str], list[str], int, float, float, int], list[Any]]
 
 
@@ -70,6 +71,7 @@ class Scheduler:
         self._queue: deque[Work] = deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._last_arrival = 0.0
         self.in_flight = 0  # questions in the running decode call
         self.calls = 0  # decode calls made
         self.decoded = 0  # questions decoded
@@ -96,6 +98,7 @@ class Scheduler:
                     kind="rate_limit_error",
                 )
             self._queue.extend(works)
+            self._last_arrival = time.monotonic()
             self._cond.notify()
 
     def close(self, timeout_s: float | None = None) -> None:
@@ -119,9 +122,10 @@ class Scheduler:
                 if self._closing:
                     return None
                 self._cond.wait(0.5)
-            deadline = time.monotonic() + self.wait_s
+            # wait while requests keep arriving (a gap of wait_s ends it), at most MAX_WAITS gaps
+            cap = time.monotonic() + MAX_WAITS * self.wait_s
             while len(self._queue) < self.batch_size and not self._closing:
-                left = deadline - time.monotonic()
+                left = min(self._last_arrival + self.wait_s, cap) - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
