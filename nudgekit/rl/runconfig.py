@@ -24,6 +24,7 @@ import hashlib
 import inspect
 import json
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -264,6 +265,19 @@ def local_prompts(prompts_per_step: int, world: int) -> int:
             f"processes ({world})"
         )
     return prompts_per_step // world
+
+
+def grad_accum_steps(
+    prompts_per_step: int, world: int, group_size: int, mini_batches: int, micro_batch_size: int
+) -> int:
+    """Micro-batches accumulated per optimizer step on each of `world` processes."""
+    rows = local_prompts(prompts_per_step, world) * group_size
+    if rows % mini_batches:
+        raise NudgekitError(
+            f"grpo: {rows} rollouts per process do not split into mini_batches="
+            f"{mini_batches} (prompts_per_step * group_size / world_size must divide)"
+        )
+    return math.ceil(rows // mini_batches / micro_batch_size)
 
 
 # scalar settings that define a GRPO run, besides the components `grpo_config` describes

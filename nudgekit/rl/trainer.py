@@ -28,7 +28,6 @@ Departures from the GRPO paper / TRL worth knowing:
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,7 +37,6 @@ import torch
 
 from nudgekit.data.problem import Problem
 from nudgekit.engines.sampling import derive_seed
-from nudgekit.errors import NudgekitError
 from nudgekit.rl import dist, runconfig, steps
 from nudgekit.rl.backends import TorchBackend
 from nudgekit.rl.checkpoint import CheckpointManager, export_hf
@@ -198,14 +196,9 @@ class GRPOTrainer:
         self.ref_model = None
         if self.loss.beta != 0.0:
             self.ref_model = spec.load_model().eval().requires_grad_(False)
-        world = self.process.world_size
-        rows = runconfig.local_prompts(self.prompts_per_step, world) * self.group_size
-        if rows % self.mini_batches:
-            raise NudgekitError(
-                f"grpo: {rows} rollouts per process do not split into mini_batches="
-                f"{self.mini_batches} (prompts_per_step * group_size / world_size must divide)"
-            )
-        self.grad_accum = math.ceil(rows // self.mini_batches / self.micro_batch_size)
+        self.grad_accum = runconfig.grad_accum_steps(
+            self.prompts_per_step, self.process.world_size, self.group_size, self.mini_batches,
+            self.micro_batch_size)
         self.backend.setup(module, self.optimizer_factory, self.scheduler_factory,
                            self.grad_accum, self.micro_batch_size)
         self.run_dir = Path(self.backend.broadcast_object(str(run_dir)))
