@@ -23,9 +23,10 @@ from typing import Any
 from nudgekit.errors import NudgekitError
 from nudgekit.models.loading import check_device, resolve_model_path
 from nudgekit.serve.http import NudgingHTTPServer
-from nudgekit.serve.protocol import Limits
+from nudgekit.serve.protocol import Limits, is_number
 from nudgekit.serve.scheduler import Scheduler
 from nudgekit.serve.service import Service
+from nudgekit.tracking.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class ServePipeline:
             raise NudgekitError(f"serve: cannot listen on {self.host}:{self.port}: {exc}") from None
         scheduler.start()
         progress = self._serve(httpd, service, scheduler, run_dir)
-        metrics = {f"serve/{k}": float(v) for k, v in progress.items() if _is_num(v)}
+        metrics = {f"serve/{k}": float(v) for k, v in progress.items() if is_number(v)}
         if tracker is not None:
             tracker.log(metrics)
         return metrics
@@ -182,11 +183,4 @@ class ServePipeline:
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    write_atomic(path, json.dumps(doc, indent=2) + "\n")

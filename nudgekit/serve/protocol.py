@@ -230,7 +230,7 @@ def _number(body: dict, key: str, default: float, lo: float, hi: float) -> float
     value = body.get(key)
     if value is None:
         return default
-    if not (_is_num(value) and math.isfinite(value)):
+    if not (is_number(value) and math.isfinite(value)):
         raise ApiError(400, f"{key} must be a number, got {_show(value)}", key)
     if not lo <= value <= hi:
         raise ApiError(400, f"{key}={value} is out of range: this server allows {lo}..{hi}", key)
@@ -273,7 +273,8 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_num(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A JSON number (bools are not)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -281,7 +282,7 @@ def _kind(v: Any) -> str:
     if v is None:
         return "null"
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(v), "a number" if _is_num(v) else type(v).__name__
+        type(v), "a number" if is_number(v) else type(v).__name__
     )
 
 
