@@ -103,6 +103,7 @@ class HintInjector:
                                           "hinted", hints[p.id], n_hinted))
         self._last = {
             "before": zero_std_groups(rollouts), "after": zero_std_groups(merged),
+            "original": [float(r.reward) for r in rollouts],
             "rates": rates, "wanted": len(wanted), "regenerated": regenerated,
             "merged": merged, "decisions": decisions, "seconds": time.perf_counter() - start,
         }
@@ -144,37 +145,57 @@ class HintInjector:
         Call after advantages are computed (they are read from the regenerated rollouts).
         """
         last = self._last or {"before": (0, 0), "after": (0, 0), "rates": {}, "wanted": 0,
-                               "regenerated": [], "merged": [], "decisions": [], "seconds": 0.0}
-        regen = last["regenerated"]
+                               "original": [], "regenerated": [], "merged": [],
+                               "decisions": [], "seconds": 0.0}
+        regen, original = last["regenerated"], last["original"]
         statuses = [d.status for d in last["decisions"]]
         sums = backend.all_reduce_sum([
             last["before"][0], last["before"][1], last["after"][0], last["after"][1],
             sum(rate == 0.0 for rate in last["rates"].values()), last["wanted"],
             statuses.count("hinted"), statuses.count("no_hint"), statuses.count("too_long"),
             len(regen), sum(r.reward >= self.success for r in regen),
-            sum(len(r.completion_ids) for r in regen),
+            sum(len(r.completion_ids) for r in regen), lifted_groups(regen, self.success),
+            len(original), sum(original), sum(x * x for x in original),
         ])
         (zb, groups, za, groups_after, zero_pass, wanted, hinted, no_hint, too_long,
-         n_regen, regen_ok, regen_tokens) = sums
+         n_regen, regen_ok, regen_tokens, lifted, n_orig, orig_sum, orig_sq) = sums
         gathered = backend.all_gather_object(
             ([r.advantage for r in regen], last["seconds"], last["decisions"]))
         adv = [a for g in gathered for a in g[0]]
+        before = zb / groups if groups else 0.0
+        after = za / groups_after if groups_after else 0.0
         metrics = {
             "nurl/enabled": float(self.enabled),
             "nurl/groups_zero_pass": zero_pass,
             "nurl/groups_gated": wanted,
             "nurl/groups_hinted": hinted,
+            "nurl/groups_lifted": lifted,
             "nurl/groups_no_hint": no_hint,
             "nurl/groups_too_long": too_long,
-            "nurl/frac_reward_zero_std_before": zb / groups if groups else 0.0,
-            "nurl/frac_reward_zero_std_after": za / groups_after if groups_after else 0.0,
-            "nurl/hinted_pass_rate": regen_ok / n_regen if n_regen else 0.0,
+            "nurl/frac_reward_zero_std_before": before,
+            "nurl/frac_reward_zero_std_after": after,
+            # learning signal: groups whose rewards are not all equal, among the G original
+            # rollouts (comparable with plain GRPO) and after the hinted ones were merged in
+            "nurl/signal_unhinted": 1.0 - before if groups else 0.0,
+            "nurl/signal_mixed": 1.0 - after if groups_after else 0.0,
             "nurl/regen_rollouts": n_regen,
             "nurl/regen_tokens": regen_tokens,
             "nurl/regen_s": max(g[1] for g in gathered),
         }
-        metrics.update(distribution("nurl/hinted_adv", adv))
+        if n_orig:
+            mean = orig_sum / n_orig
+            var = (orig_sq - n_orig * mean * mean) / (n_orig - 1) if n_orig > 1 else 0.0
+            metrics["nurl/reward_original"] = mean
+            metrics["nurl/reward_std_original"] = max(var, 0.0) ** 0.5
+        if n_regen:  # nothing regenerated: no hinted pass rate or advantages to report
+            metrics["nurl/hinted_pass_rate"] = regen_ok / n_regen
+            metrics.update(distribution("nurl/hinted_adv", adv))
         return metrics, [d for g in gathered for d in g[2]]
+
+
+def lifted_groups(regenerated: Sequence[Any], success: float) -> int:
+    """Groups in which at least one hinted rollout reached `success`."""
+    return len({r.group_id for r in regenerated if r.reward >= success})
 
 
 def distribution(prefix: str, values: Sequence[float]) -> dict[str, float]:

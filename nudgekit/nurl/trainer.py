@@ -18,10 +18,14 @@ checkpoint is written right after hint collection and right after
 the filter, so a run killed at any point resumes where it was (`resume=auto`).
 
 With `injector.gate=never` the same schedule is the fair baseline (`grpo_tiny_continued`): stage
-1, the same filter, then the same number of steps without hints. Departures from the paper: the
-plateau rule is `PlateauDetector`'s (no new best by > `min_delta` for `patience` validations);
-the paper's stage 2 restarts from a saved stage-1 checkpoint, here the run simply continues
-(weights, optimizer state and data order included).
+1, the same filter, then the same number of steps without hints. `train/reward` is always the
+reward of the original (un-hinted) rollouts, comparable with the baseline; the reward over the
+rollouts trained on, hinted ones included, is `train/reward_mixed`. The switch step and its
+reason are `nurl/stage2_start` and `nurl/stage1_plateau` (metrics and summary). Departures from
+the paper: "flat" is `PlateauDetector`'s rule (no new best by > `min_delta` for `patience_steps`
+steps, on every watched metric); the paper's stage 2 restarts from a saved stage-1 checkpoint,
+here the run simply continues (weights, optimizer state included; the sampler starts a new epoch
+over the filtered problems).
 """
 
 from __future__ import annotations
@@ -120,6 +124,7 @@ class NuRLTrainer(GRPOTrainer):
             self.enter_stage2()
         metrics = super().train_step()
         nurl, decisions = self.injector.step_metrics(self.backend)
+        metrics.update(original_rollout_metrics(metrics, nurl))
         metrics.update(nurl)
         metrics["nurl/stage"] = float(self.stage)
         if self.tracker is not None and decisions:
@@ -185,12 +190,16 @@ class NuRLTrainer(GRPOTrainer):
             kept = list(self.train_problems)
         self.extra_state.update(stage=2, stage2_start=self.step, stage1_end=reason,
                                 filtered_ids=[p.id for p in kept])
-        self.sampler = PromptSampler(kept, self.prompts_per_step, seed=self.seed)
+        # a fresh epoch over the filtered problems, numbered after stage 1's (a new permutation)
+        epoch = self.sampler.epoch + (self.sampler.index > 0)
+        self.sampler = PromptSampler(kept, self.prompts_per_step, seed=self.seed,
+                                     start_epoch=epoch)
         self.max_steps = self.step + self.stage2_steps
         self.injector.enabled = True
         metrics = {"nurl/filter_kept": float(len(kept)),
                    "nurl/filter_dropped": float(len(self.train_problems) - len(kept)),
-                   "nurl/stage2_start": float(self.step)}
+                   "nurl/stage2_start": float(self.step),
+                   "nurl/stage1_plateau": float(reason == "plateau")}
         self.history.update(metrics)
         log.info("nurl: stage 1 ended at step %d (%s); %d/%d problems kept for stage 2",
                  self.step, reason, len(kept), len(self.train_problems))
@@ -249,9 +258,26 @@ class NuRLTrainer(GRPOTrainer):
         out = super().final_metrics()
         out["nurl/stage"] = float(self.stage)
         out["nurl/hints"] = float(len(self.injector.store))
+        if "stage2_start" in self.extra_state:  # where (and why) stage 1 ended
+            out["nurl/stage2_start"] = float(self.extra_state["stage2_start"])
+            out["nurl/stage1_plateau"] = float(self.extra_state.get("stage1_end") == "plateau")
         for key, value in (self.extra_state.get("hint_metrics") or {}).items():
             out[key] = float(value)
         return out
+
+
+def original_rollout_metrics(metrics: dict[str, float], nurl: dict[str, float]) -> dict:
+    """`train/reward` (and its std and zero-std share) over the G original rollouts of each
+    group, the curve comparable with plain GRPO; the values over the rollouts actually trained on
+    (hinted ones merged in) move to `train/*_mixed`."""
+    if "nurl/reward_original" not in nurl:
+        return {}
+    out = {f"{k}_mixed": metrics[k] for k in
+           ("train/reward", "train/reward_std", "train/frac_reward_zero_std") if k in metrics}
+    out["train/reward"] = nurl["nurl/reward_original"]
+    out["train/reward_std"] = nurl["nurl/reward_std_original"]
+    out["train/frac_reward_zero_std"] = nurl["nurl/frac_reward_zero_std_before"]
+    return out
 
 
 def _grpo_params() -> dict[str, inspect.Parameter]:

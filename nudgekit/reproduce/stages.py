@@ -109,7 +109,20 @@ NURL = Profile(
     results="experiments/results/nurl_full",
 )
 
-PROFILES = {p.name: p for p in (FULL, TINY, NURL)}
+# NuRL vs GRPO-continued with the hard_train half in the training set (256 medium + 256 level-5
+# problems, stage-1 cap 20 steps, 20 stage-2 steps), 3 seeds each, and the hard-split evaluations
+# (64 problems x 256 samples); no ablations
+_NURL_HARD = ("budget.problems=256", "budget.hard_train=256", "budget.steps=20")
+NURL_HARD = Profile(
+    name="nurl_hard",
+    common=("logger=disabled",),
+    budgets={"nurl": _NURL_HARD, "continued": _NURL_HARD, "eval": ("budget.problems=64",)},
+    est={**_FULL_EST, "nurl": 400, "continued": 300, "eval": 150},
+    groups=frozenset({"zoo", "nurl", "continued", "eval"}),
+    results="experiments/results/nurl_hard",
+)
+
+PROFILES = {p.name: p for p in (FULL, TINY, NURL, NURL_HARD)}
 
 # the ablation sweeps (conf/sweep/*.yaml) and their number of jobs (for the ETA)
 ABLATIONS = {"nurl_gate": 4, "nurl_hint_type": 4, "nurl_source": 2, "nurl_hinted": 2}

@@ -24,18 +24,24 @@ class PromptSampler(Generic[T]):
         batch_size: items per batch.
         seed: order seed.
         shuffle: permute every epoch (False keeps the given order).
+        start_epoch: the first epoch's number (a sampler that takes over from another, e.g.
+            NuRL's stage 2 over the filtered problems, continues its epoch count instead of
+            repeating epoch 0's permutation seed).
     """
 
     def __init__(
-        self, items: Sequence[T], batch_size: int, seed: int = 0, shuffle: bool = True
+        self, items: Sequence[T], batch_size: int, seed: int = 0, shuffle: bool = True,
+        start_epoch: int = 0,
     ) -> None:
         if not items:
             raise ValueError("PromptSampler: no items")
         if batch_size < 1:
             raise ValueError(f"PromptSampler: batch_size must be >= 1, got {batch_size}")
         self.items, self.batch_size, self.seed, self.shuffle = list(items), batch_size, seed, shuffle
-        self.epoch, self.index = 0, 0
-        self._order = self._permutation(0)
+        if start_epoch < 0:
+            raise ValueError(f"PromptSampler: start_epoch must be >= 0, got {start_epoch}")
+        self.epoch, self.index = start_epoch, 0
+        self._order = self._permutation(start_epoch)
 
     def _permutation(self, epoch: int) -> list[int]:
         order = list(range(len(self.items)))

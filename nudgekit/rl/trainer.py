@@ -392,13 +392,11 @@ class GRPOTrainer:
         return metrics
 
     def _update_plateau(self, metrics: dict[str, float]) -> None:
-        if self.plateau is None or self.plateau.metric not in metrics:
+        if self.plateau is None:
             return
-        if self.plateau.update(metrics[self.plateau.metric], self.step) and (
-            "train/plateau_step" not in self.history
-        ):
+        if self.plateau.observe(metrics, self.step) and "train/plateau_step" not in self.history:
             self.history["train/plateau_step"] = self.step
-            log.info("grpo: %s plateaued at step %d", self.plateau.metric, self.step)
+            log.info("grpo: %s plateaued at step %d", self.plateau.metrics, self.step)
 
     def final_metrics(self) -> dict[str, float]:
         out = {k: float(v) for k, v in self.history.items() if v is not None}
