@@ -22,6 +22,7 @@ from nudgekit.models import ChatPrompt, ModelSpec
 from nudgekit.models.testing import build_tiny_model
 from nudgekit.nurl import HintInjector, HintRecord, HintStore, NuRLTrainer, StoreHints
 from nudgekit.rewards import load_verifier
+from nudgekit.rl.plateau import PlateauDetector
 from nudgekit.rl.rollouts import collate, token_logprobs
 
 A = Problem("A", "Start 3: inc dbl", "1")
@@ -245,3 +246,43 @@ def test_two_stage_schedule_filters_and_resumes(hint_model, tmp_path):
         got = final_state(again)
         again.cleanup()
         assert all(torch.equal(ref[k], got[k]) for k in ref), f"resume from step {step} differs"
+
+
+class ListTracker:
+    """Keeps every logged metrics dict (the tracker interface the trainer calls)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, dict]] = []
+
+    def log(self, metrics, step):
+        self.rows.append((step, dict(metrics)))
+
+    def log_table(self, *args, **kwargs):
+        pass
+
+
+def test_stage_switch_on_plateau_and_original_reward_in_stage2(hint_model, tmp_path):
+    """Train reward and val pass@1 stay at 0.5 (A always wrong, B always right): both are flat
+    for 2 steps at step 3, well before the 6-step cap, so stage 2 starts there."""
+    plateau = PlateauDetector(metrics=["train/reward", "val/pass@1"], patience_steps=2,
+                              min_delta=0.1)
+    t = make_nurl(hint_model, val_problems=[A, B], val_every=1, val_n=2, plateau=plateau,
+                  stage1_max_steps=6, stage2_steps=1)
+    t.setup(tmp_path)
+    tracker = ListTracker()
+    final = t.train(tracker)
+    t.cleanup()
+    assert t.extra_state["stage1_end"] == "plateau" and t.extra_state["stage2_start"] == 3
+    assert final["nurl/stage2_start"] == 3 and final["nurl/stage1_plateau"] == 1
+    steps = {s: m for s, m in tracker.rows if "train/reward" in m}
+    assert sorted(steps) == [1, 2, 3, 4]
+    for s in (1, 2, 3):  # stage 1: nothing regenerated, so no hinted pass rate is logged
+        assert steps[s]["train/reward"] == 0.5 and "nurl/hinted_pass_rate" not in steps[s]
+    last = steps[4]  # stage 2 on the filtered set [A]: originals all fail, hinted ones pass
+    assert last["nurl/groups_hinted"] == 2 and last["nurl/hinted_pass_rate"] > 0
+    assert last["train/reward"] == 0.0 and last["train/reward_mixed"] > 0.0
+    assert last["nurl/signal_unhinted"] == 0.0 and last["nurl/signal_mixed"] == 1.0
+    assert last["train/frac_reward_zero_std"] == 1.0 == last["nurl/frac_reward_zero_std_before"]
+    # stage 2's sampler starts epoch 3 (stage 1 used epochs 0-2), then one step of 2 prompts
+    # over the single kept problem covers epochs 3 and 4
+    assert t.sampler.state_dict() == {"epoch": 5, "index": 0, "size": 1}

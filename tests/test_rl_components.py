@@ -112,6 +112,53 @@ def test_plateau_min_mode_and_bad_args():
         PlateauDetector(patience=0)
 
 
+def test_plateau_needs_every_metric_flat_for_n_steps():
+    """The paper's rule: train reward AND validation flat for N steps (not N validations)."""
+    det = PlateauDetector(metrics=["train/reward", "val/pass@1"], patience_steps=4,
+                          min_delta=0.01)
+    det.observe({"val/pass@1": 0.5}, 0)
+    fired = []
+    for step in range(1, 13):
+        values = {"train/reward": 0.2 + 0.05 * min(step, 8)}  # rises until step 8, then flat
+        if step % 2 == 0:
+            values["val/pass@1"] = 0.5  # never improves after step 0
+        fired.append(det.observe(values, step))
+    # val/pass@1 is flat from step 4 on, train/reward only from step 12 (best at step 8)
+    assert fired == [False] * 11 + [True] and det.plateau_step == 12
+    restored = PlateauDetector(metrics=["train/reward", "val/pass@1"], patience_steps=4)
+    restored.load_state_dict(json.loads(json.dumps(det.state_dict())))
+    assert restored.plateaued and restored.tracks["train/reward"].best_step == 8
+
+
+def test_plateau_smooths_a_noisy_metric():
+    """A single high step is not a new best once averaged over `smooth` observations."""
+    values = [0.1, 0.5, 0.1, 0.1, 0.1, 0.1]
+    raw = PlateauDetector(metric="train/reward", patience_steps=3)
+    smooth = PlateauDetector(metric="train/reward", patience_steps=3, smooth=3)
+    for step, v in enumerate(values, 1):
+        raw.observe({"train/reward": v}, step)
+        smooth.observe({"train/reward": v}, step)
+    assert raw.tracks["train/reward"].best_step == 2 and raw.plateau_step == 5
+    # moving means 0.1, 0.3, 0.233, 0.233, 0.1, 0.1: best 0.3 at step 2, flat 3 steps later
+    assert smooth.tracks["train/reward"].best_step == 2 and smooth.plateau_step == 5
+    only_val = PlateauDetector(metrics=["train/reward", "val/pass@1"], patience_steps=1)
+    for step in range(1, 5):
+        assert not only_val.observe({"train/reward": 0.1}, step)  # val never seen: no plateau
+    with pytest.raises(ValueError):
+        PlateauDetector(patience_steps=0)
+
+
+def test_sampler_start_epoch_continues_the_epoch_count():
+    items = list(range(10))
+    fresh = PromptSampler(items, batch_size=10, seed=3)
+    later = PromptSampler(items, batch_size=10, seed=3, start_epoch=2)
+    fresh.next_batch(), fresh.next_batch()
+    assert later.state_dict() == {"epoch": 2, "index": 0, "size": 10} == fresh.state_dict()
+    assert later.next_batch() == fresh.next_batch()  # epoch 2's permutation, not epoch 0's
+    with pytest.raises(ValueError):
+        PromptSampler(items, batch_size=2, start_epoch=-1)
+
+
 class _OneProcess:
     """The slice of a backend `CheckpointManager` talks to."""
 

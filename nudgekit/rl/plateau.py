@@ -87,6 +87,10 @@ class PlateauDetector:
         return self.tracks[self.metric].best
 
     @property
+    def best_step(self) -> int | None:
+        return self.tracks[self.metric].best_step
+
+    @property
     def history(self) -> list[tuple[int, float]]:
         return self.tracks[self.metric].history
 
