@@ -24,6 +24,7 @@ from nudgekit.nurl import (
     leak_reason,
     normalize_answer,
 )
+from nudgekit.nurl.sources import filter_once
 from nudgekit.rewards import load_verifier
 from nudgekit.tracking import Tracker, read_jsonl
 from nudgekit.zoo import tiny_problems
@@ -68,10 +69,46 @@ def test_leak_reason_uses_the_verifier_first():
 def test_leak_filter_rejects_answer_bearing_hints_and_exempts_types():
     f = LeakFilter(verifier="tiny")
     assert f("Answer: 3", "3", "abstract") == "verifier"
-    assert f("3 inc 4; 4 dbl 8", "8", "partial") == "contains_answer"
+    assert f("3 inc 4; 4 dbl 8", "8", "partial") == "contains_number"  # 8 is not stated
     assert f("3 inc 4; 4 dbl 8", "8", "full") is None  # full reveals the answer by design
     assert f("", "8", "answer") == "empty"
     assert LeakFilter(check_contains=False)("3 inc 4", "4", "abstract") is None
+
+
+@pytest.mark.parametrize(
+    "hint, answer, any_, stated",
+    [
+        ("the answer is 8", "8", "contains_answer", "contains_answer"),
+        ("so x = 8.0 here", "8", "contains_answer", "contains_answer"),
+        ("adding them gives 8,000", "8000", "contains_answer", "contains_answer"),
+        ("use the 2 legs of the right triangle", "2", "contains_number", None),
+        ("subtract: 5-3 first", "3", "contains_number", None),
+        ("it is -4 in the end", "-4", "contains_answer", "contains_answer"),
+        ("the capital is Paris", "paris", "contains_answer", "contains_answer"),
+        ("cancel the pair", "2", None, None),
+    ],
+)
+def test_number_rule_is_configurable_and_counted_apart(hint, answer, any_, stated):
+    """`numbers="any"` rejects any answer-valued number (reason `contains_number`, counted apart
+    from a stated answer); `"stated"` only a stated one; `"off"` no numeric check at all."""
+    assert LeakFilter(numbers="any")(hint, answer) == any_
+    assert LeakFilter(numbers="stated")(hint, answer) == stated
+    off = LeakFilter(numbers="off")(hint, answer)
+    assert off == ("contains_answer" if answer == "paris" else None)
+    assert contains_answer(hint, answer, "stated") is (stated is not None)
+    with pytest.raises(ValueError, match="numbers='some'"):
+        LeakFilter(numbers="some")
+
+
+def test_number_rule_rejections_are_counted_in_a_collection():
+    """The small-integer rule's rejections land under their own reason in the counts."""
+    problems = [Problem("p1", "q1", "2"), Problem("p2", "q2", "2")]
+    hints = {"p1": "draw the 2 diagonals", "p2": "the answer is 2"}
+    kw = dict(hint_type="abstract", source="file")
+    got = filter_once(problems, hints, leak_filter=LeakFilter(numbers="any"), **kw)
+    assert got.rejections == {"contains_number": 1, "contains_answer": 1}
+    kept = filter_once(problems, hints, leak_filter=LeakFilter(numbers="stated"), **kw)
+    assert [r.id for r in kept.records] == ["p1"] and kept.rejections == {"contains_answer": 1}
 
 
 def test_oracle_hints_leakage_on_the_tiny_world():
@@ -263,7 +300,8 @@ def test_hints_pipeline_writes_store_report_and_table(tmp_path):
     report = json.loads((run_dir / "hints_report.json").read_text())
     assert metrics["hints/accepted"] == len(store) == 12 - len(report["dropped"])
     assert metrics["hints/yield"] == len(store) / 12
-    assert metrics.get("hints/rejected_contains_answer", 0) == len(report["dropped"])
+    # partial hints are intermediate steps: an answer-valued number in them is not stated
+    assert metrics.get("hints/rejected_contains_number", 0) == len(report["dropped"]) > 0
     rows = read_jsonl(run_dir / "tables" / "hints_samples.jsonl")
     assert len(rows) == len(store) and rows[0]["type"] == "partial"
     with pytest.raises(NudgekitError, match="empty"):
