@@ -41,7 +41,7 @@ import gc
 import itertools
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nudgekit.engines.base import GenerationRequest, GenerationResult, Sample
@@ -162,14 +162,17 @@ class VLLMEngine:
             )
         return [GenerationResult(prompt_ids=p, samples=s) for p, s in zip(prompts, samples)]
 
-    def load_weights(self, state_dict: Mapping[str, Any]) -> None:
+    def load_weights(self, state_dict: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
         """Replace vLLM's weights with `state_dict` (checkpoint names, e.g. a HF model's).
 
         Args:
-            state_dict: every tensor of the model, tied ones included (`model.state_dict()`);
-                all go in one call (vLLM fuses q/k/v and gate/up as they arrive).
+            state_dict: every tensor of the model, tied ones included (`model.state_dict()`),
+                or an iterator of `(name, tensor)` pairs consumed once as vLLM loads (e.g. one
+                gathered ZeRO-3 layer at a time); all go in one call (vLLM fuses q/k/v and
+                gate/up as they arrive).
         """
-        weights = [(name, tensor.detach()) for name, tensor in state_dict.items()]
+        pairs = state_dict.items() if isinstance(state_dict, Mapping) else state_dict
+        weights = ((name, tensor.detach()) for name, tensor in pairs)
         self.llm.collective_rpc(
             "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
         )
@@ -196,12 +199,17 @@ class VLLMEngine:
         self._asleep = True
         return True
 
-    def wake_up(self) -> bool:
-        """Undo `sleep()`; returns whether the engine was asleep."""
+    def wake_up(self, tags: list[str] | None = None) -> bool:
+        """Undo `sleep()`; returns whether the engine was asleep.
+
+        Args:
+            tags: wake only these parts (vLLM's "weights", "kv_cache"; None: all), e.g. the
+                weights before a push and the KV cache after it, for a lower peak.
+        """
         if not self._asleep:
             return False
-        self.llm.wake_up()
-        self._asleep = False
+        self.llm.wake_up(tags=tags)
+        self._asleep = bool(tags) and "kv_cache" not in tags
         return True
 
     def close(self) -> None:

@@ -103,12 +103,16 @@ class ClippedPolicyLoss(nn.Module):
         ref_logprobs: torch.Tensor | None = None,  # [B, T] reference policy, needed iff beta > 0
         global_tokens: int | None = None,
         global_seqs: int | None = None,
+        token_weights: torch.Tensor | None = None,  # [B, T] constant per-token weights (TIS)
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Returns `(loss, stats)`; stats are detached scalars (see `policy_stats`)."""
+        """Returns `(loss, stats)`; stats are detached scalars (see `policy_stats`).
+        `token_weights` scale the policy term only (not the KL)."""
         mask = mask.to(logprobs.dtype)
         per_token, ratio = clipped_surrogate(
             logprobs, old_logprobs, advantages, self.epsilon_low, self.epsilon_high
         )
+        if token_weights is not None:
+            per_token = per_token * token_weights.detach()
         kl = None
         if self.beta != 0.0:
             if ref_logprobs is None:

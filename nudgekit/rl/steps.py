@@ -30,6 +30,7 @@ from nudgekit.rl.rollouts import (
     token_logprobs,
 )
 from nudgekit.rl.stats import StatSums, rollout_metrics
+from nudgekit.rl.tis import tis_stats, tis_weights
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class UpdateConfig:
     temperature: float
     share_prompt: bool = True  # run each distinct prompt once per micro-batch (same maths)
     sort_by_length: bool = True  # micro-batches of similar completion lengths (same maths)
+    tis_cap: float | None = None  # truncated importance sampling over the engine's log-probs
 
 
 LogprobFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
@@ -152,7 +154,8 @@ def update(
     for epoch in range(cfg.ppo_epochs):
         for micro_batches in minis:
             optimizer_step(micro_batches, backend, loss_fn, cfg.temperature, sums,
-                           reuse_current, first=epoch == 0, logprobs_of=policy_logprobs)
+                           reuse_current, first=epoch == 0, logprobs_of=policy_logprobs,
+                           tis_cap=cfg.tis_cap)
     return sums.reduce(backend)
 
 
@@ -172,6 +175,7 @@ def precompute_logprobs(
 def optimizer_step(
     batches: list[RolloutBatch], backend: Any, loss_fn: ClippedPolicyLoss, temperature: float,
     sums: StatSums, reuse: bool, first: bool, logprobs_of: LogprobFn = token_logprobs,
+    tis_cap: float | None = None,
 ) -> None:
     """One optimizer step accumulated over `batches`, normalised by the global counts."""
     counts = backend.all_reduce_sum([sum(b.num_tokens for b in batches),
@@ -180,8 +184,13 @@ def optimizer_step(
     for b in batches:
         logprobs, entropy = logprobs_of(backend.model, b, temperature, True)
         old = logprobs.detach() if reuse else b.old_logprobs
+        extra = {}
+        if tis_cap is not None:
+            extra["token_weights"] = tis_weights(old, b.sample_logprobs, b.completion_mask, tis_cap)
         loss, stats = loss_fn(logprobs, old, b.advantages, b.completion_mask,
-                              b.ref_logprobs, global_tokens, global_seqs)
+                              b.ref_logprobs, global_tokens, global_seqs, **extra)
+        if tis_cap is not None:
+            stats = {**stats, **tis_stats(extra["token_weights"], b.completion_mask, tis_cap)}
         backend.backward(loss)
         grad_norm = backend.step()
         sums.add_micro(b, loss, stats, entropy, old, grad_norm, first)

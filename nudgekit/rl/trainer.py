@@ -3,14 +3,16 @@
 One GRPO step, as named methods (each a thin call into `nudgekit.rl.steps`):
 
 1. `generate_rollouts`: B prompts from a seeded, resumable sampler, rendered by the chat prompt;
-   G samples each from the engine, which runs on the *live* policy module (the hf engine prefills
-   each prompt once and shares its KV cache across the G samples).
+   G samples each from the engine, which samples from the *live* policy (`rollout_engine`: the hf
+   engine runs on the trainer's module; a colocated vLLM engine takes the trainer's weights after
+   every update).
 2. `score`: the verifier turns each completion into a reward.
 3. `refine_rollouts`: the extension point between scoring and advantages; it runs
    `rollout_hooks` (NuRL's hint injection regenerates rollouts here). Identity for plain GRPO.
 4. `compute_advantages`: group-normalised advantages (`group_advantages`) over explicit group ids.
 5. `update`: μ epochs over `mini_batches` optimizer steps, each accumulated over micro-batches;
-   log-probs are recomputed by the trainer on the exact prompt + completion ids the engine used.
+   log-probs are recomputed by the trainer on the exact prompt + completion ids the engine used;
+   then the rollout engine takes the new weights (vLLM: pushed; hf: nothing to do).
 
 Departures from the GRPO paper / TRL worth knowing:
 
@@ -18,7 +20,9 @@ Departures from the GRPO paper / TRL worth knowing:
   `_target_` (`TokenMean`, `SeqMeanTokenMean`, `SeqMeanTokenSumNorm`).
 - "Old" log-probs come from a trainer forward pass before the update (not from the engine), so
   the ratio is exactly 1 on the first mini-batch; when μ = 1 and there is one mini-batch that
-  pass is skipped and the current log-probs (detached) are used, as TRL does.
+  pass is skipped and the current log-probs (detached) are used, as TRL does. With `tis_cap`
+  each token's loss is weighted by `min(exp(old - sampled), tis_cap)` (truncated importance
+  sampling over the engine's sampled log-probs; `tis.py`).
 - The KL term (β > 0) uses a frozen copy of the starting policy as the reference; with β = 0
   no reference model is loaded.
 - Distributed runs split the step's prompts across ranks with a stride, so each optimizer step
@@ -37,7 +41,7 @@ import torch
 
 from nudgekit.data.problem import Problem
 from nudgekit.engines.sampling import derive_seed
-from nudgekit.rl import dist, runconfig, steps
+from nudgekit.rl import dist, rollout_engine, runconfig, steps
 from nudgekit.rl.backends import TorchBackend
 from nudgekit.rl.checkpoint import CheckpointManager, export_hf
 from nudgekit.rl.losses import ClippedPolicyLoss
@@ -63,7 +67,8 @@ class GRPOTrainer:
         val_problems: validation problems (None: no validation).
         verifier: `(completion, answer) -> float`.
         prompt: renders a problem (and an optional hint) into prompt text.
-        engine: engine factory, called as `engine(model=<live module>, tokenizer=...)`.
+        engine: engine factory, called as `engine(model=<live module>, tokenizer=...)`: an
+            engine over the live module (hf) or a weight-synced one (`VLLMRollouts`).
         optimizer: optimizer factory, called with the parameters.
         loss: the policy loss module (`ClippedPolicyLoss`).
         lr_scheduler: scheduler factory called with the optimizer (None: constant lr).
@@ -103,6 +108,8 @@ class GRPOTrainer:
             e.g. NuRL's hinted rollouts, longer than the rest, no longer pad every micro-batch.
         gradient_checkpointing: recompute each decoder layer's activations in backward instead
             of keeping them (`precision`); the gradient pass then does not share prompts.
+        tis_cap: truncated importance-sampling correction for engine/trainer mismatch: weight
+            each token's policy loss by `min(exp(old - sampled), tis_cap)` (None: off).
     """
 
     def __init__(
@@ -148,6 +155,7 @@ class GRPOTrainer:
         sort_by_length: bool = True,
         gradient_checkpointing: bool = False,
         checkpoint_weights_only: bool = False,
+        tis_cap: float | None = None,
     ) -> None:
         runconfig.check_settings(
             train_problems=len(train_problems), max_steps=max_steps,
@@ -175,6 +183,7 @@ class GRPOTrainer:
         self.share_prompt, self.sort_by_length = share_prompt, sort_by_length
         self.gradient_checkpointing = gradient_checkpointing
         self.checkpoint_weights_only = checkpoint_weights_only
+        self.tis_cap = tis_cap
         self.step = 0
         self._saved_step: int | None = None
         self.extra_state: dict[str, Any] = {}  # JSON-able; saved in every checkpoint (NuRL)
@@ -202,7 +211,8 @@ class GRPOTrainer:
         self.backend.setup(module, self.optimizer_factory, self.scheduler_factory,
                            self.grad_accum, self.micro_batch_size)
         self.run_dir = Path(self.backend.broadcast_object(str(run_dir)))
-        self.engine = self.engine_factory(model=self.backend.module, tokenizer=self.tokenizer)
+        self.engine = rollout_engine.build(self.engine_factory, self.backend.module,
+                                           self.tokenizer)
         self.sampler = PromptSampler(self.train_problems, self.prompts_per_step, seed=self.seed)
         ckpt_dir = Path(self.checkpoint_dir) if self.checkpoint_dir else self.run_dir / "checkpoints"
         self.checkpoints = CheckpointManager(ckpt_dir, keep=self.keep_checkpoints,
@@ -210,6 +220,8 @@ class GRPOTrainer:
         path = self.checkpoints.resolve(self.resume, self.backend)
         if path is not None:
             self.load_checkpoint(path)
+        if self.engine.syncs_weights:  # the policy as loaded (or resumed), in the engine's dtype
+            self.engine.push(self.backend)
 
     def run(self, tracker: Any = None, run_dir: str | Path | None = None) -> dict[str, float]:
         """Pipeline entry: setup, train, export, cleanup; returns the final metrics."""
@@ -296,6 +308,8 @@ class GRPOTrainer:
 
     def cleanup(self) -> None:
         self.backend.close()
+        if getattr(self, "engine", None) is not None:
+            self.engine.close()
         self.engine = None
         self.ref_model = None
 
@@ -313,12 +327,17 @@ class GRPOTrainer:
         rollouts = self.refine_rollouts(rollouts)
         metrics = self.compute_advantages(rollouts)
         t_score = time.perf_counter()
+        self.engine.before_update()
         metrics.update(self.update(rollouts))
+        t_sync = time.perf_counter()
+        self.engine.after_update(self.backend)
         t_end = time.perf_counter()
         self.step += 1
         tokens = self.backend.all_reduce_sum([sum(len(r.completion_ids) for r in rollouts)])[0]
         metrics.update({"train/lr": self.backend.lr(),
                         **perf_metrics(tokens, t0, t_gen, t_score, t_end)})
+        if self.engine.syncs_weights:
+            metrics["perf/weight_sync_s"] = t_end - t_sync
         return metrics
 
     def generate_rollouts(
@@ -363,7 +382,7 @@ class GRPOTrainer:
         """μ epochs x `mini_batches` optimizer steps over the rollouts; returns loss stats."""
         cfg = UpdateConfig(self.ppo_epochs, self.mini_batches, self.micro_batch_size,
                            self.pad_id, self.mask_truncated, self.temperature, self.share_prompt,
-                           self.sort_by_length)
+                           self.sort_by_length, self.tis_cap)
         return steps.update(rollouts, self.backend, self.loss, cfg, self.ref_model)
 
     # ------------------------------------------------------------------ validation & plateau
