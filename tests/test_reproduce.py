@@ -58,6 +58,47 @@ def test_keys_change_with_args_deps_and_version():
     assert stage_keys(st, version="other")["e"] != k["e"]
 
 
+def test_keys_cover_the_composed_config_and_the_code(tmp_path):
+    """A changed config value (in a conf file, not on the command line) or a changed source
+    file changes the key, so an old result is not reused; an unrelated stage keeps its key."""
+    import shutil
+
+    from nudgekit.reproduce.fingerprint import Fingerprint, code_hash
+
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    (tmp_path / "nudgekit").mkdir()
+    (tmp_path / "nudgekit" / "a.py").write_text("X = 1\n")
+    (tmp_path / "run.py").write_text("print()\n")
+    train = Stage("nurl_tiny_s0", ("experiment=nurl_tiny", "seed=0"))
+    evals = Stage("eval_nurl_tiny_s0", ("experiment=nurl_tiny_eval",
+                                       f"model.name_or_path={RUN_REF % 'nurl_tiny_s0'}/policy"),
+                  ("nurl_tiny_s0",))
+    sweep = Stage("ablation", ("experiment=nurl_tiny", "sweep=nurl_gate"), multirun=True)
+    stages = [train, evals, sweep]
+    before = stage_keys(stages, fingerprint=Fingerprint(tmp_path))
+    assert stage_keys(stages, fingerprint=Fingerprint(tmp_path)) == before  # deterministic
+    assert before != stage_keys(stages)  # the fingerprint enters the key
+
+    conf = tmp_path / "conf" / "experiment" / "nurl_tiny.yaml"
+    conf.write_text(conf.read_text().replace("lr: 2.0e-4", "lr: 3.0e-4"))
+    after = stage_keys(stages, fingerprint=Fingerprint(tmp_path))
+    assert after["nurl_tiny_s0"] != before["nurl_tiny_s0"]
+    assert after["eval_nurl_tiny_s0"] != before["eval_nurl_tiny_s0"]  # through the dependency
+    assert after["ablation"] != before["ablation"]
+
+    sweep_file = tmp_path / "conf" / "sweep" / "nurl_gate.yaml"
+    sweep_file.write_text(sweep_file.read_text().replace("zero_pass,always", "zero_pass"))
+    assert stage_keys(stages, fingerprint=Fingerprint(tmp_path))["ablation"] != after["ablation"]
+
+    code = code_hash(tmp_path)
+    (tmp_path / "nudgekit" / "a.py").write_text("X = 2\n")
+    assert code_hash(tmp_path) != code
+    changed = stage_keys(stages, fingerprint=Fingerprint(tmp_path))
+    assert all(changed[k] != v for k, v in stage_keys(
+        stages, fingerprint=lambda s: {"config": Fingerprint(tmp_path).config(s),
+                                       "code": code}).items())
+
+
 def test_order_rejects_cycles_and_unknown_deps():
     with pytest.raises(ValueError, match="cycle"):
         order([Stage("x", (), ("y",)), Stage("y", (), ("x",))])
@@ -135,7 +176,9 @@ def test_stage_list(profile):
     ablations = {"ablation_nurl_gate", "ablation_nurl_hint_type", "ablation_nurl_source",
                  "ablation_nurl_hinted"}
     has_gamma = p.groups is None or "gamma" in p.groups
-    assert {s.name for s in st if s.multirun} == ablations | ({"nudging_gamma"} if has_gamma else set())
+    has_ablations = p.groups is None or "ablation" in p.groups
+    assert {s.name for s in st if s.multirun} == (ablations if has_ablations else set()) | (
+        {"nudging_gamma"} if has_gamma else set())
     if p.groups is not None:  # a restricted profile keeps exactly its groups
         assert {s.group for s in st} == set(p.groups)
 
@@ -145,6 +188,16 @@ def test_nurl_profile_runs_the_config_sizes():
     assert not any(a.startswith("budget.") for s in st.values() for a in s.args)
     assert {"nurl_tiny_s2", "grpo_tiny_continued_s2", "eval_nurl_tiny_s2"} <= set(st)
     assert "grpo_tiny" not in st and "nudging_tiny" not in st
+
+
+def test_nurl_hard_profile_trains_both_methods_on_the_same_set():
+    st = {s.name: s for s in build_stages("nurl_hard")}
+    for seed in (0, 1, 2):
+        nurl, cont = st[f"nurl_tiny_s{seed}"], st[f"grpo_tiny_continued_s{seed}"]
+        assert [a for a in nurl.args if a.startswith("budget.")] == [
+            a for a in cont.args if a.startswith("budget.")]
+        assert "budget.hard_train=256" in nurl.args and f"eval_nurl_tiny_s{seed}" in st
+    assert not any(s.multirun for s in st.values()) and "grpo_tiny" not in st
 
 
 def test_runpy_command_resolves_run_dirs(tmp_path):

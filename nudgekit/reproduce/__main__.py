@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from nudgekit.reproduce.fingerprint import Fingerprint
 from nudgekit.reproduce.scheduler import Scheduler, default_env, fmt_s
 from nudgekit.reproduce.stages import PROFILES, RUN_REF, Stage, build_stages
 
@@ -53,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(a.results) if a.results else (
         ROOT / where if where else root / f"results-{a.profile}")
     stages = build_stages(a.profile)
+    # keys cover the composed config of each stage and the code hash of the package
     sched = Scheduler(stages, root, runpy_command(a.python), slots=a.slots, env=default_env(),
-                      cwd=ROOT)
+                      cwd=ROOT, fingerprint=Fingerprint(ROOT))
     if a.list:
         for s in sched.stages:
             print(f"{s.name:32s} {sched.keys[s.name]}  {' '.join(s.args)}")

@@ -1,11 +1,13 @@
 """Cache keys and DONE markers: a stage is reused only if its key (stage list version, command
-line, dependencies' keys) matches a finished run; a run killed midway has no marker and re-runs."""
+line, dependencies' keys and, from `make reproduce`, the composed config and the code hash of
+`fingerprint`) matches a finished run; a run killed midway has no marker and re-runs."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from nudgekit.reproduce.stages import STAGE_LIST_VERSION, Stage
@@ -39,20 +41,28 @@ def order(stages: list[Stage]) -> list[Stage]:
     return [by_name[n] for n in done]
 
 
-def stage_key(stage: Stage, dep_keys: dict[str, str], version: str = STAGE_LIST_VERSION) -> str:
+Fingerprint = Callable[[Stage], dict[str, str]]
+
+
+def stage_key(stage: Stage, dep_keys: dict[str, str], version: str = STAGE_LIST_VERSION,
+              fingerprint: Fingerprint | None = None) -> str:
     """sha256 of everything that determines the stage's result (the run-dir references stay
-    symbolic, so the same list under another reproduce root has the same keys)."""
+    symbolic, so the same list under another reproduce root has the same keys); `fingerprint`
+    adds what the command line does not show (`reproduce.fingerprint`: composed config, code)."""
     payload = {"version": version, "name": stage.name, "args": list(stage.args),
                "multirun": stage.multirun, "deps": {d: dep_keys[d] for d in sorted(stage.deps)}}
+    if fingerprint is not None:
+        payload["fingerprint"] = fingerprint(stage)
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def stage_keys(stages: list[Stage], version: str = STAGE_LIST_VERSION) -> dict[str, str]:
+def stage_keys(stages: list[Stage], version: str = STAGE_LIST_VERSION,
+               fingerprint: Fingerprint | None = None) -> dict[str, str]:
     """Every stage's key, dependencies first (a dependency's change propagates to dependants)."""
     keys: dict[str, str] = {}
     for s in order(stages):
-        keys[s.name] = stage_key(s, keys, version)
+        keys[s.name] = stage_key(s, keys, version, fingerprint)
     return keys
 
 

@@ -13,7 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nudgekit.reproduce.cache import order, read_done, run_dir, stage_keys, write_done
+from nudgekit.reproduce.cache import (
+    Fingerprint,
+    order,
+    read_done,
+    run_dir,
+    stage_keys,
+    write_done,
+)
 from nudgekit.reproduce.stages import STAGE_LIST_VERSION, Stage
 
 # (stage, its run dir, every stage's run dir) -> argv
@@ -68,11 +75,11 @@ class Scheduler:
     def __init__(self, stages: list[Stage], root: Path, command: Command, *, slots: int = 2,
                  env: dict[str, str] | None = None, cwd: Path | None = None,
                  version: str = STAGE_LIST_VERSION, say: Callable[[str], None] | None = None,
-                 poll_s: float = 0.2):
+                 poll_s: float = 0.2, fingerprint: Fingerprint | None = None):
         self.stages, self.root, self.command = order(stages), Path(root), command
         self.slots, self.env, self.cwd, self.poll_s = slots, env, cwd, poll_s
         self.say = say or (lambda line: print(line, flush=True))
-        self.keys = stage_keys(self.stages, version)
+        self.keys = stage_keys(self.stages, version, fingerprint)
         self.dirs = {s.name: run_dir(self.root, s, self.keys[s.name]) for s in self.stages}
         self.results: dict[str, StageResult] = {}
 
