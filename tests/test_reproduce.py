@@ -258,10 +258,14 @@ def test_writer_tables_from_run_dirs(tmp_path):
             rows += [{"step": s, "nurl/stage": 2, "train/frac_reward_zero_std": after,
                       "nurl/frac_reward_zero_std_before": 0.75,
                       "nurl/frac_reward_zero_std_after": after} for s in (2, 3)]
+            if name == "nurl_tiny_s1":  # a run with the current keys: the signals as logged
+                rows = [{**r, "nurl/signal_unhinted": 0.125, "nurl/signal_mixed": 0.5,
+                         "train/reward": 0.25, "train/reward_mixed": 0.75} for r in rows]
             _write(dirs[name] / "metrics.jsonl", rows)
             # the detector may fire again in stage 2: the table shows where stage 2 began
             _write(dirs[name] / "summary.json", {"train/plateau_step": 3.0,
-                                                 "nurl/stage2_start": 1.0})
+                                                 "nurl/stage2_start": 1.0,
+                                                 "nurl/stage1_plateau": float("s1" in name)})
     for i, g in enumerate(("0.1", "0.5")):
         job = dirs["nudging_gamma"] / str(i)
         _write(job / "summary.json", {"nudging/accuracy": 0.1 * (i + 1),
@@ -276,7 +280,10 @@ def test_writer_tables_from_run_dirs(tmp_path):
     nurl = (tmp_path / "res" / "nurl.md").read_text()
     assert "| NuRL (2 runs) | 0.250 ± 0.000 | 0.500 ± 0.000 |" in nurl
     assert "| base (tiny-policy) (1 run) | 0.125 | 0.250 |" in nurl
-    assert "| 1-1 | 0.750 | 0.250 | 0.250 |" in nurl  # NuRL after / before / continued
-    assert "| nurl_tiny_s0 | 1 |" in nurl and "stage 2 from step" in nurl
+    # NuRL after hinting / un-hinted / continued, mean of s0 (old keys) and s1 (new keys)
+    assert "| 1-1 | 0.625 | 0.188 | 0.250 |" in nurl
+    assert "| nurl_tiny_s0 | 1 (cap) |" in nurl and "stage 2 from step" in nurl
+    # switch, kept, un-hinted signal, after hinting, hinted, lifted, pass rate, train reward
+    assert "| nurl_tiny_s1 | 1 (plateau) | — | 0.125 | 0.500 | — | — | — | 0.250 |" in nurl
     nud = (tmp_path / "res" / "nudging.md").read_text()
     assert "| 0.5 | 0.200 |" in nud and "nudging_tiny`: no result (stage failed" in nud

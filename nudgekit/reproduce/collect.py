@@ -37,6 +37,11 @@ def signal_curve(rows: list[dict], key: str = "train/frac_reward_zero_std") -> l
     return [1.0 - v for _, v in sorted(series(rows, key, stage=2))]
 
 
+def stage2_curve(rows: list[dict], key: str) -> list[float]:
+    """`key` per stage-2 step, in step order (for metrics that are already a signal share)."""
+    return [v for _, v in sorted(series(rows, key, stage=2))]
+
+
 def sweep_jobs(sweep_dir: Path) -> list[tuple[str, Path]]:
     """(label, job dir) for each job of a Hydra multirun; the label is the overrides that differ
     between jobs (`pipeline.injector.gate=always pipeline.start=step0`)."""

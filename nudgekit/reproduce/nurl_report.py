@@ -9,6 +9,7 @@ from nudgekit.reproduce.collect import (
     read_metrics,
     series,
     signal_curve,
+    stage2_curve,
     sweep_jobs,
 )
 from nudgekit.reproduce.context import Context
@@ -17,6 +18,7 @@ from nudgekit.reproduce.tables import bins, md_table, mean, mean_pm, num
 
 BEFORE, AFTER = "nurl/frac_reward_zero_std_before", "nurl/frac_reward_zero_std_after"
 PLAIN = "train/frac_reward_zero_std"
+UNHINTED, MIXED = "nurl/signal_unhinted", "nurl/signal_mixed"
 
 
 def _stage2_mean(rows: list[dict], key: str) -> float | None:
@@ -27,21 +29,43 @@ def _int(v: float | None) -> int | None:
     return None if v is None else int(v)
 
 
+def unhinted_curve(rows: list[dict]) -> list[float]:
+    """Per stage-2 step: share of groups whose G *original* rollouts differ in reward (runs
+    before `nurl/signal_unhinted` existed: 1 - the zero-std share before hinting)."""
+    return stage2_curve(rows, UNHINTED) or signal_curve(rows, BEFORE) or signal_curve(rows, PLAIN)
+
+
+def mixed_curve(rows: list[dict]) -> list[float]:
+    """Per stage-2 step: the same share after the hinted rollouts were merged in."""
+    return stage2_curve(rows, MIXED) or signal_curve(rows, AFTER)
+
+
+def switch(summary: dict) -> str:
+    """Where stage 1 ended, and why: "12 (plateau)" or "20 (cap)"."""
+    start = _int(summary.get("nurl/stage2_start"))
+    if start is None:
+        return "—"
+    why = summary.get("nurl/stage1_plateau")
+    return f"{start}" if why is None else f"{start} ({'plateau' if why else 'cap'})"
+
+
 def run_row(label: str, run_dir) -> list:
-    """One trained run: stage-2 start, filter, stage-2 signal and hinting, val pass@1 start -> end.
+    """One trained run: the switch, the filter, stage-2 learning signal (un-hinted / after
+    hinting), hinting, the un-hinted train reward, val pass@1 start -> end.
     (`train/plateau_step` is not used: the detector keeps running in stage 2 and may fire there.)"""
     s, rows = read_json(run_dir / "summary.json"), read_metrics(run_dir)
-    sig = signal_curve(rows, AFTER) or signal_curve(rows, PLAIN)
-    before = signal_curve(rows, BEFORE)
-    return [label, _int(s.get("nurl/stage2_start")), _int(s.get("nurl/filter_kept")),
-            num(mean(before)), num(mean(sig)), num(_stage2_mean(rows, "nurl/groups_hinted"), 1),
+    return [label, switch(s), _int(s.get("nurl/filter_kept")),
+            num(mean(unhinted_curve(rows))), num(mean(mixed_curve(rows))),
+            num(_stage2_mean(rows, "nurl/groups_hinted"), 1),
+            num(_stage2_mean(rows, "nurl/groups_lifted"), 1),
             num(_stage2_mean(rows, "nurl/hinted_pass_rate")),
+            num(_stage2_mean(rows, "train/reward")),
             f"{num(s.get('val/pass@1_initial'))} → {num(s.get('val/pass@1'))}"]
 
 
-RUN_HEADER = ["run", "stage 2 from step", "kept by 8/8 filter", "signal before hinting",
-              "signal (after hinting)", "groups hinted / step", "hinted pass rate",
-              "val pass@1 start → end"]
+RUN_HEADER = ["run", "stage 2 from step", "kept by 8/8 filter", "un-hinted signal",
+              "signal after hinting", "groups hinted / step", "lifted / step",
+              "hinted pass rate", "train reward (un-hinted)", "val pass@1 start → end"]
 
 
 def _family(ctx: Context, group: str) -> list[tuple[str, object]]:
@@ -51,14 +75,20 @@ def _family(ctx: Context, group: str) -> list[tuple[str, object]]:
 def _signal_section(ctx: Context) -> tuple[str, dict]:
     nurl, cont = _family(ctx, "nurl"), _family(ctx, "continued")
     curves = {
-        "NuRL (after hinting)": [signal_curve(read_metrics(d), AFTER) for _, d in nurl],
-        "NuRL (before hinting)": [signal_curve(read_metrics(d), BEFORE) for _, d in nurl],
-        "GRPO-continued": [signal_curve(read_metrics(d), PLAIN) for _, d in cont],
+        "NuRL (after hinting)": [mixed_curve(read_metrics(d)) for _, d in nurl],
+        "NuRL (un-hinted)": [unhinted_curve(read_metrics(d)) for _, d in nurl],
+        "GRPO-continued": [unhinted_curve(read_metrics(d)) for _, d in cont],
     }
     curves = {k: [c for c in v if c] for k, v in curves.items()}
     curves = {k: v for k, v in curves.items() if v}
-    text = "## Per run (stage 2)\n\n\"signal\" = share of groups whose rewards are not all equal " \
-           "(1 − `frac_reward_zero_std`), mean over the stage-2 steps.\n\n"
+    text = ("## Per run (stage 2)\n\n\"signal\" = share of groups whose rewards are not all "
+            "equal, mean over the stage-2 steps: *un-hinted* among the G original rollouts (what "
+            "plain GRPO would train on; comparable across methods), *after hinting* once the "
+            "G−1 hinted rollouts replaced the failed ones (a hinted group keeps one failed "
+            "original, so any hinted success makes it count). \"lifted\" = hinted groups with at "
+            "least one hinted success. \"train reward\" = mean reward of the original rollouts. "
+            "\"stage 2 from step\": where stage 1 ended (plateau: train reward and validation "
+            "flat; cap: the step cap).\n\n")
     text += md_table(RUN_HEADER, [run_row(n, d) for n, d in nurl + cont])
     if curves:
         n = min(len(c) for v in curves.values() for c in v)
