@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from nudgekit.nurl import HintStore, powers_of_two
+from nudgekit.zoo import tiny_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 # debug=tiny shrinks sizes; the step counts of the two stages read budget.steps
@@ -76,11 +77,16 @@ def test_nurl_tiny_end_to_end_debug(tmp_path):
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["nurl/stage"] == 2 and summary["train/steps"] == 2
-    assert summary["nurl/stage2_start"] == 1 and summary["hints/accepted"] == 4
-    assert len(HintStore.load(run / "hints.jsonl")) == 4
+    # 4 medium + 4 hard_train (level 5) problems, each with a hint
+    assert summary["nurl/stage2_start"] == 1 and summary["hints/accepted"] == 8
+    assert summary["nurl/stage1_plateau"] == 0  # the 1-step cap, not a plateau
+    store = HintStore.load(run / "hints.jsonl")
+    hard_train = {p.id for p in tiny_problems("hard_train", n=4)}
+    assert len(store) == 8 and hard_train <= set(store.hints())
     steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     stage2 = [s for s in steps if s.get("nurl/stage") == 2]
-    assert stage2 and all("nurl/frac_reward_zero_std_before" in s for s in stage2)
+    assert stage2 and all("nurl/signal_unhinted" in s and "train/reward_mixed" in s
+                          for s in stage2)
     assert (run / "policy" / "config.json").is_file()
 
 
