@@ -127,6 +127,8 @@ def _passk_section(ctx: Context) -> tuple[str, dict]:
 
 
 def _ablation_section(ctx: Context) -> str:
+    if not ctx.names("ablation"):  # a profile without the sweeps
+        return ""
     size = " (reduced size)" if ctx.profile == "full" else ""
     text = f"## Ablations{size}\n\n"
     for name in ctx.names("ablation"):
