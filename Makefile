@@ -89,8 +89,13 @@ install-gpu: ## CUDA machines: .venv with nudgekit[dev,vllm] and vLLM's own CUDA
 	$(PY) -m pip install -q -e '.[dev,vllm]'
 	touch $(VENV)/.installed
 
+# (no `install` prerequisite: on a GPU machine that would bring back the CPU torch)
+SMOKE_ARGS ?=
+gpu-smoke: ## GPU smoke, <= 8 min on one GPU: PASS/FAIL/SKIP per check (after make install-gpu; reduced on CPU)
+	$(PY) experiments/gpu/smoke.py $(SMOKE_ARGS)
+
 clean: ## remove run outputs and caches (not the venv, not the zoo cache)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install test test-full lint format bench clean reproduce fuzz install-vllm test-vllm install-gpu
+.PHONY: help install test test-full lint format bench clean reproduce fuzz install-vllm test-vllm install-gpu gpu-smoke
