@@ -1,5 +1,6 @@
-"""Evaluation: unbiased pass@k, majority vote, the eval pipeline, reports and plots, and
-readers/analyses of finished runs for the notebooks (`runs`, `hinting`, `anatomy`).
+"""Evaluation: unbiased pass@k, majority vote, the eval pipeline (its run-dir writers are
+`nudgekit.reports`), and readers/analyses of finished runs for the notebooks (`runs`,
+`hinting`, `anatomy`).
 
 `EvalPipeline` is imported on first use (PEP 562), so the light parts (metrics, run readers,
 analyses) load without torch or `datasets`: a notebook kernel starts in about a second.

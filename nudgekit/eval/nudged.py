@@ -29,6 +29,8 @@ from typing import Any
 
 from nudgekit.data.problem import Problem
 from nudgekit.errors import NudgekitError
+from nudgekit.nudging.attribution import run_stats
+from nudgekit.nudging.roles import RoleEngines
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,6 @@ class NudgedSampler:
         self.stats: dict[str, float] = {}  # the last call's attribution statistics (run_stats)
 
     def _nudging_engine(self) -> Any:
-        from nudgekit.nudging.roles import RoleEngines  # lazy: nudging imports eval's reports
-
         roles = RoleEngines(
             {"nudging": self.nudging_spec}, self.nudging_engine, None, self.batch_size
         )
@@ -86,8 +86,6 @@ class NudgedSampler:
         seed: int,
     ) -> tuple[list[str], list[list[Any]]]:
         """Base prompts and `n` `NudgeOutput`s per problem (in problem order)."""
-        from nudgekit.nudging import run_stats  # lazy: nudging imports eval's report writers
-
         base_prompts = [self.base_prompt(p) for p in problems]
         nudging_prompts = [self.nudging_prompt(p) for p in problems]
         decoder = self.decoder(

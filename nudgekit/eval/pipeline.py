@@ -24,7 +24,7 @@ from nudgekit.engines.base import Engine, GenerationRequest
 from nudgekit.errors import NudgekitError
 from nudgekit.eval.metrics import mean_pass_at_k
 from nudgekit.eval.nudged import NudgedSampler
-from nudgekit.eval.report import pass_at_k_plot, write_run_results
+from nudgekit.reports import pass_at_k_plot, write_run_results
 from nudgekit.rewards.functions import score_batch
 
 log = logging.getLogger(__name__)

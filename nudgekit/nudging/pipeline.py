@@ -33,12 +33,12 @@ from typing import Any
 
 from nudgekit.data.problem import Problem
 from nudgekit.errors import NudgekitError
-from nudgekit.eval.report import write_run_results
 from nudgekit.nudging.attribution import NUDGE, run_stats
 from nudgekit.nudging.baselines import ProxyTuningDecoder, generate_texts
 from nudgekit.nudging.cached import CachedNudgingDecoder
 from nudgekit.nudging.report import write_page
 from nudgekit.nudging.roles import RoleEngines, engine_class, is_resident
+from nudgekit.reports import write_run_results
 
 log = logging.getLogger(__name__)
 BASELINES = ("base_only", "base_only_stop", "nudger_only", "aligned_large", "proxy_tuning")

@@ -1,4 +1,5 @@
-"""Writing results: markdown tables and pass@k curves (matplotlib, headless)."""
+"""Run-dir writers shared by the pipelines: markdown tables, the standard results files
+(`write_run_results`) and pass@k curves (matplotlib, headless)."""
 
 from __future__ import annotations
 
