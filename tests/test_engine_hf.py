@@ -9,8 +9,8 @@ from nudgekit.engines import Engine, GenerationRequest, HFEngine
 from nudgekit.engines.hf import decode_continuation, plan_micro_batches
 from nudgekit.engines.sampling import top_p_filter
 from nudgekit.errors import NudgekitError
+from nudgekit.inference.kvstore import AppendCache
 from nudgekit.models import load_model, load_tokenizer
-from nudgekit.models.kvstore import AppendCache
 
 PROMPTS = ["Hello world!", "Question: what is 12 + 30? Answer:", "The"]
 

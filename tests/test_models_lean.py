@@ -10,10 +10,10 @@ import torch
 from nudging_support import write_lm
 from transformers import DynamicCache
 
-from nudgekit.models import lean as lean_module
+from nudgekit.inference import lean as lean_module
+from nudgekit.inference.kvstore import AppendCache
+from nudgekit.inference.lean import LeanForward, decode_attention
 from nudgekit.models import load_model
-from nudgekit.models.kvstore import AppendCache
-from nudgekit.models.lean import LeanForward, decode_attention
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])

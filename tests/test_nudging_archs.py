@@ -22,11 +22,10 @@ import torch
 from nudgekit.engines.base import GenerationRequest
 from nudgekit.engines.hf import HFEngine
 from nudgekit.errors import NudgekitError
+from nudgekit.inference import LeanForward, SyncRequest, row_cache
 from nudgekit.models import ModelSpec, load_model, load_tokenizer
-from nudgekit.models.lean import LeanForward
 from nudgekit.models.testing import build_tiny_model, build_tiny_tokenizer
 from nudgekit.nudging import CachedNudgingDecoder, ChunkedNudgingDecoder, NudgingPrompt
-from nudgekit.nudging.kv import RowCache, SyncRequest
 from nudgekit.nudging.sides import Side
 from nudgekit.nudging.text import PieceStream, encode, pieces, prompt_ids
 from nudgekit.zoo import chat_prompt, tiny_problems
@@ -109,7 +108,7 @@ def test_row_cache_gives_plain_forward_logits(lms, arch, batch):
     equals a fresh full forward of the row's ids (the model's own masks and soft-capping)."""
     lm = lms[arch]
     model, tok = lm.model, lm.tokenizer
-    cache = RowCache(model, batch=batch, pad_id=tok.pad_token_id)
+    cache = row_cache(model, batch=batch, pad_id=tok.pad_token_id)
     a = prompt_ids(tok, "Question: Start 3: inc dbl neg\nAnswer:")
     grown = prompt_ids(tok, "Question: Start 3: inc dbl neg\nAnswer: inc 4\ndbl 8\nSo the result")
     branch = prompt_ids(tok, "Question: Start 3: inc dbl neg\nAnswer: inc 4\nThat leaves 8.")
@@ -136,11 +135,11 @@ def test_what_the_cache_cannot_mask_is_refused(lms):
     try:
         config.use_bidirectional_attention = True
         with pytest.raises(NudgekitError, match="bidirectional"):
-            RowCache(lms["gemma3"].model, batch=2, pad_id=0)
+            row_cache(lms["gemma3"].model, batch=2, pad_id=0)
         config.use_bidirectional_attention = False
         config._attn_implementation = "flash_attention_2"
         with pytest.raises(NudgekitError, match="sdpa"):
-            RowCache(lms["gemma3"].model, batch=2, pad_id=0)
+            row_cache(lms["gemma3"].model, batch=2, pad_id=0)
     finally:
         config.use_bidirectional_attention = False
         config._attn_implementation = impl

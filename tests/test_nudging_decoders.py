@@ -9,14 +9,15 @@ import torch
 from nudging_support import engine, model_dirs, with_eos_bias, write_lm
 
 from nudgekit.errors import NudgekitError
+from nudgekit.inference import RaggedRowCache, SyncRequest, row_cache
+from nudgekit.inference.rows import common_prefix
 from nudgekit.nudging import (
     CachedNudgingDecoder,
     ChunkedNudgingDecoder,
     ProxyTuningDecoder,
 )
 from nudgekit.nudging.attribution import NUDGE
-from nudgekit.nudging.kv import RowCache, SyncRequest
-from nudgekit.nudging.text import common_prefix, encode, pieces
+from nudgekit.nudging.text import encode, pieces
 from nudgekit.zoo import base_prompt, chat_prompt, tiny_problems
 
 SETTINGS = {"cross": dict(gamma=0.3), "same": dict(gamma=0.4)}
@@ -132,8 +133,8 @@ def test_row_cache_rollback_and_compaction_match_fresh_forwards(lms, lean):
     lm = lms["base"]
     model, tok = lm.model, lm.tokenizer
     texts = ["Question: Start 3: inc dbl\nAnswer:", "Question: Start 7: neg\nAnswer: do neg"]
-    cache = RowCache(model, batch=2, pad_id=tok.pad_token_id, compact_slack=0, lean=lean)
-    assert cache.ragged == lean
+    cache = row_cache(model, batch=2, pad_id=tok.pad_token_id, compact_slack=0, lean=lean)
+    assert isinstance(cache, RaggedRowCache) == lean
     a = [encode(tok, t) for t in texts]
     cache.sync([SyncRequest(0, a[0]), SyncRequest(1, a[1])])
     # row 0 grows, row 1 idles (its block is a hole)
@@ -154,7 +155,7 @@ def test_row_cache_rollback_and_compaction_match_fresh_forwards(lms, lean):
     got = cache.sync([SyncRequest(0, short)])[0]
     assert torch.allclose(got[5], fresh_logits(model, short), atol=1e-4)
     if lean:  # nothing but the rows' own tokens: no mask, no holes to compact
-        assert cache.width == 0 and cache.ids == [short, other]
+        assert cache.ids == [short, other]
     else:
         assert cache.width <= 2 * max(len(branch), len(other)) + 1  # compaction kept it tight
 
@@ -169,7 +170,7 @@ def test_word_split_differently_by_the_two_tokenizers(lms):
     part, whole = encode(tok, prefix + "canc"), encode(tok, prefix + "cancel")
     assert whole[: len(part)] != part  # the BPE split of "canc" is not a prefix of "cancel"'s
     assert len(encode(small.tokenizer, "cancel")) == 6  # the char model: one token per char
-    cache = RowCache(lm.model, batch=1, pad_id=tok.pad_token_id)
+    cache = row_cache(lm.model, batch=1, pad_id=tok.pad_token_id)
     cache.sync([SyncRequest(0, part)])
     fed_before = cache.fed
     got = cache.sync([SyncRequest(0, whole)])[0]

@@ -10,10 +10,10 @@ import pytest
 import torch
 from nudging_support import engine, model_dirs
 
-from nudgekit.models.kvstore import KVStore
-from nudgekit.nudging.kv import RowCache, SyncRequest
-from nudgekit.nudging.rows import plan_groups
-from nudgekit.nudging.text import common_prefix, encode
+from nudgekit.inference import RaggedRowCache, SyncRequest, row_cache
+from nudgekit.inference.kvstore import KVStore
+from nudgekit.inference.rows import common_prefix, plan_groups
+from nudgekit.nudging.text import encode
 
 
 def test_plan_groups_separates_long_feeds_when_forwards_are_cheap():
@@ -74,9 +74,9 @@ TEXTS = [
 def test_sub_batch_forwards_match_fresh_and_whole_batch_forwards(base, forward_cost, lean):
     """(`lean`: the model runs through `LeanForward`, or through its own forward.)"""
     model, tok = base.model, base.tokenizer
-    split = RowCache(model, batch=4, pad_id=tok.pad_token_id, forward_cost=forward_cost, lean=lean)
+    split = row_cache(model, batch=4, pad_id=tok.pad_token_id, forward_cost=forward_cost, lean=lean)
     assert (split.lean is not None) == lean
-    whole = RowCache(model, batch=4, pad_id=tok.pad_token_id, compact_slack=0, lean=lean)
+    whole = row_cache(model, batch=4, pad_id=tok.pad_token_id, compact_slack=0, lean=lean)
     # every forward runs over all four rows (rows that do not feed get padding)
     whole._groups = lambda lengths: [(sorted(lengths), [0, 1, 2, 3])] if lengths else []
     assert split.store is not None
@@ -110,8 +110,8 @@ def test_ragged_rows_match_fresh_forwards_through_random_grow_and_rollback(base,
     row may sit in a whole-batch forward); every answer equals a fresh forward of the row's
     target."""
     model, tok = base.model, base.tokenizer
-    cache = RowCache(model, batch=5, pad_id=tok.pad_token_id, forward_cost=forward_cost)
-    assert cache.ragged
+    cache = row_cache(model, batch=5, pad_id=tok.pad_token_id, forward_cost=forward_cost)
+    assert isinstance(cache, RaggedRowCache)
     g = torch.Generator().manual_seed(3)
     vocab = model.config.vocab_size
     rand = lambda hi: int(torch.randint(0, hi, (), generator=g))  # noqa: E731

@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 
+from nudgekit.inference.rows import common_prefix
 from nudgekit.nudging.attribution import (
     BASE,
     NUDGE,
@@ -29,7 +30,6 @@ from nudgekit.nudging.rules import (
     takeover_decided,
     trim_repeated_tail,
 )
-from nudgekit.nudging.text import common_prefix
 
 
 def test_draft_words_keep_leading_spaces_and_empty_words():

@@ -34,7 +34,7 @@ from nudgekit.engines.base import GenerationRequest, GenerationResult, Sample
 from nudgekit.engines.sampling import derive_seed, row_uniforms, sample_step
 from nudgekit.engines.tokens import request_prompt_ids, start_ids
 from nudgekit.errors import NudgekitError
-from nudgekit.models.kvstore import AppendCache
+from nudgekit.inference.kvstore import AppendCache
 
 # (request index, first sample index, number of samples) of one micro-batch entry.
 _Entry = tuple[int, int, int]
@@ -109,13 +109,13 @@ class HFEngine:
         share_prefix: prefill each distinct prompt once and share its KV cache across its `n`
             samples; off prefills every sample row separately, as `generate` does (kept for
             benchmarks and as a fallback; samples are the same either way up to rounding).
-        lean: run an unwrapped Llama/Qwen2 model through `models.lean.LeanForward` (the same
+        lean: run an unwrapped Llama/Qwen2 model through `inference.lean.LeanForward` (the same
             logits without the `transformers` module overhead); a DDP/DeepSpeed-wrapped model
             and other architectures always run their own forward.
         bmm_decode_rows: with `lean`, a micro-batch of at least this many sample rows keeps its
-            keys/values in place (`models.kvstore.AppendCache`: no per-step concatenation) and
+            keys/values in place (`inference.kvstore.AppendCache`: no per-step concatenation) and
             its decode steps compute attention with batched matrix products
-            (`models.lean.decode_attention`) instead of `scaled_dot_product_attention`, which on
+            (`inference.lean.decode_attention`) instead of `scaled_dot_product_attention`, which on
             a CPU is slower there; None: never. Fewer rows keep a `DynamicCache` and SDPA.
     """
 
@@ -197,7 +197,7 @@ class HFEngine:
         ]
 
     def _lean_forward(self):
-        from nudgekit.models.lean import LeanForward
+        from nudgekit.inference.lean import LeanForward
 
         plain = self.model is self._core  # a wrapper (ZeRO-3) may hold partitioned weights
         if self.lean and plain and LeanForward.supports(self._core):

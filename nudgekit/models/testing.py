@@ -6,7 +6,7 @@
 and saves it next to a randomly initialised model written as safetensors. The checkpoint is
 loaded through the same code path as any real model.
 
-Architectures: Qwen2 and Llama (full attention, what `models.lean` runs), and the ones whose
+Architectures: Qwen2 and Llama (full attention, what `inference.lean` runs), and the ones whose
 specifics the lean forward does not express, for the code paths that must fall back to the
 `transformers` forward: Gemma-2 (alternating sliding-window / full layers, attention and final
 logit soft-capping, scaled embeddings, query pre-attention scaling), Gemma-3 text

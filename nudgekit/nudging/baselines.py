@@ -19,7 +19,7 @@ import torch
 from nudgekit.engines.base import Engine, GenerationRequest
 from nudgekit.engines.sampling import derive_seed, row_uniforms, sample_step
 from nudgekit.errors import NudgekitError
-from nudgekit.nudging.kv import RowCache, SyncRequest
+from nudgekit.inference import SyncRequest, row_cache
 from nudgekit.nudging.roles import require_resident
 from nudgekit.nudging.text import eos_ids, prompt_ids, same_vocabulary
 
@@ -112,7 +112,7 @@ class ProxyTuningDecoder:
     @torch.inference_mode()
     def _batch(self, prompts: tuple[Sequence[str], ...], offset: int) -> list[str]:
         n = len(prompts[0])
-        caches = [RowCache(lm.model, n, _pad(lm.tokenizer, self.eos)) for lm in self.lms]
+        caches = [row_cache(lm.model, n, _pad(lm.tokenizer, self.eos)) for lm in self.lms]
         ids = [[prompt_ids(lm.tokenizer, p) for p in ps] for lm, ps in zip(self.lms, prompts)]
         seeds = [derive_seed(self.seed, offset + i) for i in range(n)]
         uniforms = row_uniforms(seeds, self.max_new_tokens)  # [n, max_new_tokens]

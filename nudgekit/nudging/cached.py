@@ -41,12 +41,12 @@ from typing import Any
 import torch
 
 from nudgekit.errors import NudgekitError
+from nudgekit.inference import FORWARD_COST, SyncRequest
 from nudgekit.nudging.attribution import BASE, NUDGE, NudgeOutput, Transcript, finish
-from nudgekit.nudging.kv import FORWARD_COST, SyncRequest
 from nudgekit.nudging.reference import check_settings
 from nudgekit.nudging.roles import require_resident
 from nudgekit.nudging.rules import Chunk, Draft, RepeatState, is_repetition, takeover_decided
-from nudgekit.nudging.sides import WAIT, LiveDraft, Program, Side, Single
+from nudgekit.nudging.sides import WAIT, LiveDraft, Program, RowState, Side, Single
 from nudgekit.nudging.text import encode, pieces
 
 
@@ -65,10 +65,10 @@ class CachedNudgingDecoder:
         top_p: nucleus mass for both models when sampling.
         seed: seeds the per-question random streams (question i gets its own).
         batch_size: questions decoded at once.
-        lean_forward: run Llama/Qwen2 models through `models.lean.LeanForward` (same logits,
+        lean_forward: run Llama/Qwen2 models through `inference.LeanForward` (same logits,
             less Python per forward); False uses the `transformers` forward.
         forward_cost: a forward's fixed cost in row-tokens, above which rows feeding few
-            tokens are not padded to a long feed in the same tick (`kv.RowCache`); `inf`:
+            tokens are not padded to a long feed in the same tick (`inference.RowCache`); `inf`:
             one forward per model per tick.
     """
 
@@ -123,8 +123,7 @@ class CachedNudgingDecoder:
         base = Side(self.base_lm, batch, self.base_t, self.top_p, self.seed, lean, cost)
         nudge = Side(self.nudging_lm, batch, self.nudging_t, self.top_p, self.seed + 1, lean, cost)
         results: list[NudgeOutput | None] = [None] * n
-        # row -> [question, program, this tick's requests, their picks so far]
-        running: dict[int, list] = {}
+        running: dict[int, RowState] = {}
         queue = iter(range(n))
 
         def launch(row: int) -> None:
@@ -143,7 +142,7 @@ class CachedNudgingDecoder:
                 results[q] = done.value
                 running.pop(row, None)
                 return False
-            running[row] = [q, program, wants, [None] * len(wants)]
+            running[row] = RowState(q, program, wants, [None] * len(wants))
             return True
 
         for row in range(batch):
@@ -152,16 +151,16 @@ class CachedNudgingDecoder:
             # one forward per model; a row whose requests are all answered moves on at once, so
             # it can use the base model in the same tick as the nudging model
             for side in (nudge, base):
-                asks = [(r, k) for r, st in running.items() for k, (s, _) in enumerate(st[2])
-                        if s is side and st[3][k] is None]  # fmt: skip
+                asks = [(r, k) for r, st in running.items() for k, (s, _) in enumerate(st.wants)
+                        if s is side and st.picks[k] is None]  # fmt: skip
                 if not asks:
                     continue
-                picks = side.serve([running[r][2][k][1] for r, k in asks])
+                picks = side.serve([running[r].wants[k][1] for r, k in asks])
                 for (r, k), pick in zip(asks, picks):
-                    running[r][3][k] = pick
+                    running[r].picks[k] = pick
                 for r in dict.fromkeys(r for r, _ in asks):
-                    q, program, _, got = running[r]
-                    if all(p is not None for p in got) and not advance(r, q, program, got):
+                    st = running[r]
+                    if st.answered and not advance(r, st.question, st.program, st.picks):
                         launch(r)
         self.forwards = {"base": base.cache.forwards, "nudging": nudge.cache.forwards}
         return results  # type: ignore[return-value]

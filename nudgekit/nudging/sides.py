@@ -1,9 +1,9 @@
 """The two halves of the cached nudging decoder and what passes between them.
 
-`Side` is one model with its tokenizer, per-row KV cache (`kv.RowCache`), prompts and sampling;
-a question's program (`cached.py`) asks it for tokens through `SyncRequest`s and gets `Pick`s
-back. `LiveDraft` is a nudging draft while it is being written, which the base reads as it
-grows.
+`Side` is one model with its tokenizer, per-row KV cache (`inference.RowCache`), prompts and
+sampling; a question's program (`cached.py`) asks it for tokens through `SyncRequest`s and gets
+`Pick`s back, and `RowState` is what the decoder keeps per running row. `LiveDraft` is a nudging
+draft while it is being written, which the base reads as it grows.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from nudgekit.engines.sampling import derive_seed, sample_step
+from nudgekit.inference import FORWARD_COST, SyncRequest, row_cache
 from nudgekit.nudging.attribution import NudgeOutput
-from nudgekit.nudging.kv import FORWARD_COST, RowCache, SyncRequest
 from nudgekit.nudging.rules import Chunk, Draft
 from nudgekit.nudging.text import PieceStream, eos_ids, prompt_ids, start_ids
 
@@ -40,7 +40,7 @@ class Side:
         self.eos = eos_ids(self.model, self.tok)
         pad = self.tok.pad_token_id
         pad = int(pad if pad is not None else min(self.eos))
-        self.cache = RowCache(self.model, batch, pad, forward_cost=forward_cost, lean=lean)
+        self.cache = row_cache(self.model, batch, pad, forward_cost=forward_cost, lean=lean)
         self.prompts: list[str] = [""] * batch
         self.bos = start_ids(self.tok)  # the BOS its tokenizer puts before a prompt, if any
         self.temperature, self.top_p, self.seed = temperature, top_p, seed
@@ -80,6 +80,22 @@ Request = tuple[Side, SyncRequest]
 Program = Generator[list[Request], list[dict[int, Pick]], NudgeOutput]
 Single = Generator[Request, dict[int, Pick], Any]
 WAIT = None  # what a base task yields while the draft has not yet written what it needs
+
+
+@dataclass
+class RowState:
+    """A running question's decode state in its row: the requests of this tick and their picks
+    so far (None: not answered yet)."""
+
+    question: int
+    program: Program
+    wants: list[Request]
+    picks: list[dict[int, Pick] | None]
+
+    @property
+    def answered(self) -> bool:
+        """Every request of this tick has its picks: the program can move on."""
+        return all(p is not None for p in self.picks)
 
 
 class LiveDraft:

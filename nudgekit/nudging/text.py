@@ -17,6 +17,7 @@ from typing import Any
 
 from nudgekit.engines.tokens import start_ids, with_start
 from nudgekit.errors import NudgekitError
+from nudgekit.inference.rows import common_prefix
 
 CONTEXT_TOKENS = 4  # tokens of left context when decoding pieces
 
@@ -56,23 +57,6 @@ def prompt_ids(tokenizer: Any, text: str, start: Sequence[int] | None = None) ->
     prompt (plus the output after it) is fed as. `start`: `start_ids(tokenizer)`, if kept."""
     start = start_ids(tokenizer) if start is None else start
     return with_start(start, encode(tokenizer, text))
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common prefix of two id sequences (bisected with slice
-    comparisons, which run in C: these sequences are whole prompts plus answers)."""
-    if type(a) is not type(b):  # a list never equals a tuple
-        a, b = list(a), list(b)
-    lo, hi = 0, min(len(a), len(b))
-    if a[:hi] == b[:hi]:
-        return hi
-    while hi - lo > 1:  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
-        mid = (lo + hi) // 2
-        if a[lo:mid] == b[lo:mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo
 
 
 REPLACEMENT = "\ufffd"  # what a tokenizer decodes bytes of an unfinished character to

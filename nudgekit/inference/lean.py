@@ -12,7 +12,7 @@ and greedy outputs with the `transformers` forward).
 Decode steps (one new token per row) of many rows can compute attention as two batched matrix
 products over the cache's columns (`bmm_decode_rows`) instead of `scaled_dot_product_attention`,
 whose CPU kernel is slower there and slower still on the strided column views that a cache
-written in place (`models.kvstore`) hands it.
+written in place (`kvstore`) hands it.
 
 Only inference (no autograd), only models whose layers are all full attention with the standard
 rotary embedding computed by the model's own `rotary_emb`; `LeanForward.supports` says which.

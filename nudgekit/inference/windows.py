@@ -1,4 +1,4 @@
-"""Attention masks that `kv.RowCache` hands a `transformers` forward on its ragged layout.
+"""Attention masks that `ragged.RaggedRowCache` hands a `transformers` forward.
 
 In the ragged layout a row's token at position p lives in column p, so which columns a query
 sees follows from positions alone: full-attention layers see columns `0..p`, sliding-window

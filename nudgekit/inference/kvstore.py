@@ -1,11 +1,11 @@
-"""Per-layer key/value buffers written in place, for `models.lean.LeanForward`.
+"""Per-layer key/value buffers written in place, for `lean.LeanForward`.
 
 `transformers`' `DynamicCache` appends a forward's new keys/values by concatenation, which copies
 every row's whole cache on every decode step. Here each layer's keys and values live in buffers
 `[batch, heads, capacity, dim]`; a forward writes its new columns into them and attention reads
 views of the columns held so far. Capacity doubles when full, so appending costs the new columns.
 
-- `KVStore`: rows that each hold their own sequence (nudging's `RowCache`: a forward may run on
+- `KVStore`: rows that each hold their own sequence (`rowcache.RowCache`: a forward may run on
   a subset of rows, gathered out of the store, and each row may write at its own columns);
 - `AppendCache`: every row appends one block per forward (the `hf` engine's prefill + decode),
   with the two methods of `DynamicCache` the engine uses (`update`, `batch_select_indices`).
@@ -23,7 +23,7 @@ class KVStore:
 
     Two ways to run a forward on it:
 
-    - `scatter(rows, cols, width, need)` (for `models.lean.LeanForward` with a ready 4-D mask):
+    - `scatter(rows, cols, width, need)` (for `lean.LeanForward` with a ready 4-D mask):
       a cache whose `update` writes each row's new keys/values straight into the buffers at
       its own columns (`cols`: a token's position, so rows of any lengths share the buffers with
       no holes between their tokens) and hands attention the rows' columns `[0, width)`: one

@@ -1,17 +1,19 @@
-"""Sub-batches for `RowCache`: which rows share a forward pass.
+"""Row helpers for `RowCache`: what a row can keep (`common_prefix`) and which rows share a
+forward pass (`plan_groups`).
 
 In a nudging tick the rows want very different amounts of work from one model: most feed one
 token (a decode step) or nothing (they wait on the other model), a few feed tens of tokens (a
 draft to probe, or the shared text re-tokenised after the other model wrote). A forward over the
 whole batch pays for every row at the longest row's length, so rows that feed are grouped by
 length (`plan_groups`) and each group runs alone on its rows' caches, gathered out of the
-`models.kvstore.KVStore` that holds every row; rows outside the group get a hole there, exactly
+`kvstore.KVStore` that holds every row; rows outside the group get a hole there, exactly
 as a row that feeds nothing in a whole-batch forward does.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -63,3 +65,20 @@ def can_split(config: Any) -> bool:
     from transformers.cache_utils import DynamicLayer
 
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two id sequences (bisected with slice
+    comparisons, which run in C: these sequences are whole prompts plus answers)."""
+    if type(a) is not type(b):  # a list never equals a tuple
+        a, b = list(a), list(b)
+    lo, hi = 0, min(len(a), len(b))
+    if a[:hi] == b[:hi]:
+        return hi
+    while hi - lo > 1:  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
