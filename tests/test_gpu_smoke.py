@@ -54,7 +54,8 @@ def test_overrides_are_real_config_keys():
         cfg = compose("config", overrides=smoke.nurl_overrides(gpu, "/models/m", 3))
         assert cfg.pipeline._target_ == "nudgekit.nurl.NuRLTrainer"
         assert (cfg.model.name_or_path, cfg.model.dtype) == ("/models/m", "bfloat16")
-        assert cfg.engine._target_ == "nudgekit.engines.VLLMEngine"
+        assert cfg.trainer.rollout._target_.endswith("vllm_rollouts")  # engine=vllm rollouts
+        assert cfg.trainer.rollout.max_model_len is None
         assert cfg.budget.steps == 3
 
 

@@ -95,7 +95,8 @@ def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> tu
 
 def last_error(output: str) -> str:
     """The most telling line of a failed run's output (its last error-looking line)."""
-    lines = [x.strip() for x in output.splitlines() if x.strip()]
+    lines = [x.strip() for x in output.splitlines()
+             if x.strip() and "HYDRA_FULL_ERROR" not in x]  # fmt: skip
     for line in reversed(lines):
         if "error" in line.lower() or "Traceback" in line:
             return line[:240]
@@ -217,7 +218,8 @@ def nurl_overrides(m: Machine, path: str, steps: int) -> list[str]:
         f"model.name_or_path={path}",
         *device,
         "engine=vllm",
-        "engine.gpu_memory_utilization=0.3",
+        "trainer.rollout.max_model_len=null",  # nurl_qwen's 8192 is past a small model's limit
+        "trainer.rollout.dtype=null",  # the model's dtype
         "logger=disabled",
         "data=tiny",
         "hints=oracle",
