@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def cache_root() -> Path:
-    """Where built artefacts (the tiny-world zoo, reproduce stages) are cached."""
-    return Path(os.environ.get("NUDGEKIT_CACHE", Path.home() / ".cache" / "nudgekit"))
+    """Where built artefacts are cached (the tiny-world zoo in `zoo/`, converted packaged models
+    in `pkg/`, reproduce stages): ``$NUDGEKIT_CACHE`` (unset or empty: ``~/.cache/nudgekit``)."""
+    return Path(os.environ.get("NUDGEKIT_CACHE") or Path.home() / ".cache" / "nudgekit")
 
 
 def shared_data_dir() -> Path:

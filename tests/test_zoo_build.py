@@ -10,7 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from nudgekit.errors import NudgekitError
-from nudgekit.zoo import NAMES, TinyWorldCheck, ZooBuild, build_all, config_hash, read_meta, resolve
+from nudgekit.eval.zoo_check import TinyWorldCheck
+from nudgekit.zoo import NAMES, ZooBuild, build_all, config_hash, read_meta, resolve
 from nudgekit.zoo.build import build_into
 from nudgekit.zoo.registry import model_dir, spec_of
 from nudgekit.zoo.train import weight_hash

@@ -2,7 +2,8 @@
 
 Public API: `tiny_problems`, `resolve` (``"tiny-policy"`` or ``"tiny-policy@test"``), `build_all`,
 the prompt helpers (`chat_prompt`, `base_prompt`, `explain_prompt`, `cue_prompt`, ...) and the
-Hydra pipelines `ZooBuild` and `TinyWorldCheck`. Heavy modules (training, the check) load lazily.
+Hydra pipeline `ZooBuild` (training loads lazily). The zoo's check, `TinyWorldCheck`, is
+evaluation code: `nudgekit.eval.zoo_check`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from nudgekit.zoo.tasks import HINT_LEVELS, chain_of, tiny_problems
 __all__ = [
     "HINT_LEVELS",
     "NAMES",
-    "TinyWorldCheck",
     "ZooBuild",
     "base_prompt",
     "build_all",
@@ -48,10 +48,6 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "TinyWorldCheck":
-        from nudgekit.zoo.check import TinyWorldCheck
-
-        return TinyWorldCheck
     if name == "ZooBuild":
         from nudgekit.zoo.pipelines import ZooBuild
 

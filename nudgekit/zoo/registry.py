@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from nudgekit.config import cache_root
 from nudgekit.errors import NudgekitError
 from nudgekit.zoo.tasks import VERSION as TASKS_VERSION
 
@@ -157,14 +157,9 @@ def config_hash(name: str) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def cache_root() -> Path:
-    root = os.environ.get("NUDGEKIT_CACHE") or Path.home() / ".cache" / "nudgekit"
-    return Path(root) / "zoo"
-
-
 def model_dir(name: str) -> Path:
     canonical = full_name(*parse_name(name))  # "x@full" and "x" share one directory
-    return cache_root() / f"{canonical}-{config_hash(name)}"
+    return cache_root() / "zoo" / f"{canonical}-{config_hash(name)}"
 
 
 def is_built(name: str) -> bool:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from nudgekit.errors import NudgekitError
+from nudgekit.eval.zoo_sampling import ZooModel, correct_counts, format_scores, leaks
 from nudgekit.zoo import prompts
 from nudgekit.zoo.registry import NAMES, full_name, read_meta, resolve, spec_of
-from nudgekit.zoo.sampling import ZooModel, correct_counts, format_scores, leaks
 from nudgekit.zoo.tasks import HINT_LEVELS, tiny_problems
 
 CHECK_FILE = "tinyworld_check"
