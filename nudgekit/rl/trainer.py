@@ -73,7 +73,7 @@ class GRPOTrainer:
         loss: the policy loss module (`ClippedPolicyLoss`).
         lr_scheduler: scheduler factory called with the optimizer (None: constant lr).
         backend: `TorchBackend` (default) or `DeepSpeedBackend`.
-        plateau: plateau detector on one metric (None: none).
+        plateau: plateau detector on the metrics it watches (None: none).
         stop_on_plateau: end training when the detector fires.
         max_steps: GRPO steps (rollout + update rounds).
         prompts_per_step: B, prompts per step (all ranks together).
