@@ -76,8 +76,8 @@ def test_keys_cover_the_composed_config_and_the_code(tmp_path):
     sweep = Stage("ablation", ("experiment=nurl_tiny", "sweep=nurl_gate"), multirun=True)
     stages = [train, evals, sweep]
     before = stage_keys(stages, fingerprint=Fingerprint(tmp_path))
-    assert stage_keys(stages, fingerprint=Fingerprint(tmp_path)) == before  # deterministic
     assert before != stage_keys(stages)  # the fingerprint enters the key
+    assert Fingerprint(tmp_path).config(train) == Fingerprint(tmp_path).config(train)
 
     conf = tmp_path / "conf" / "experiment" / "nurl_tiny.yaml"
     conf.write_text(conf.read_text().replace("lr: 2.0e-4", "lr: 3.0e-4"))
@@ -86,17 +86,19 @@ def test_keys_cover_the_composed_config_and_the_code(tmp_path):
     assert after["eval_nurl_tiny_s0"] != before["eval_nurl_tiny_s0"]  # through the dependency
     assert after["ablation"] != before["ablation"]
 
+    swept = Fingerprint(tmp_path).config(sweep)
     sweep_file = tmp_path / "conf" / "sweep" / "nurl_gate.yaml"
     sweep_file.write_text(sweep_file.read_text().replace("zero_pass,always", "zero_pass"))
-    assert stage_keys(stages, fingerprint=Fingerprint(tmp_path))["ablation"] != after["ablation"]
+    assert Fingerprint(tmp_path).config(sweep) != swept  # the sweep's parameters count too
 
     code = code_hash(tmp_path)
+    assert code == Fingerprint(tmp_path).code
     (tmp_path / "nudgekit" / "a.py").write_text("X = 2\n")
-    assert code_hash(tmp_path) != code
-    changed = stage_keys(stages, fingerprint=Fingerprint(tmp_path))
-    assert all(changed[k] != v for k, v in stage_keys(
-        stages, fingerprint=lambda s: {"config": Fingerprint(tmp_path).config(s),
-                                       "code": code}).items())
+    new_code = code_hash(tmp_path)
+    assert new_code != code
+    old_keys = stage_keys(stages, fingerprint=lambda s: {"config": "c", "code": code})
+    new_keys = stage_keys(stages, fingerprint=lambda s: {"config": "c", "code": new_code})
+    assert all(new_keys[k] != old_keys[k] for k in old_keys)
 
 
 def test_order_rejects_cycles_and_unknown_deps():
