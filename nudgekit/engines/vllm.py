@@ -37,11 +37,12 @@ and KV cache without tearing that state down under the others.
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import os
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from nudgekit.engines.base import GenerationRequest, GenerationResult, Sample
@@ -64,6 +65,26 @@ def _import_vllm() -> Any:
     except ImportError:
         raise NudgekitError(MISSING) from None
     return vllm
+
+
+def require_vllm() -> None:
+    """A one-line `NudgekitError` now when vLLM is not installed (nothing is imported)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise NudgekitError(MISSING)
+
+
+def vllm_factory(**kwargs: Any) -> Callable[..., VLLMEngine]:
+    """`VLLMEngine` later: a config entry for an engine built when it is needed (a hint writer
+    built for one collection). Checks that vLLM is installed now, so a run without it stops
+    before anything loads.
+
+    Args:
+        **kwargs: `VLLMEngine` arguments.
+    """
+    require_vllm()
+    return functools.partial(VLLMEngine, **kwargs)
 
 
 class VLLMEngine:
@@ -127,6 +148,8 @@ class VLLMEngine:
         )
         if not on_cpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        else:  # a chunked prefill rewinds a seeded request's generator, which CPU ones cannot
+            kwargs["enable_chunked_prefill"] = False
         self.sleep_mode = bool(sleep_mode and current_platform.is_sleep_mode_available())
         if self.sleep_mode:
             kwargs["enable_sleep_mode"] = True

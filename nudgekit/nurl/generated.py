@@ -17,13 +17,21 @@ Every candidate goes through the leakage filter; a rejected one is regenerated w
 problem is dropped and counted. Departures from the paper: the first attempt is greedy by default
 (reproducible hints); a retry of a template type resamples only the hint step, keeping the
 explanation, while a retry of a derived type resamples the explanation.
+
+The engine is built lazily: given as a factory (a Hydra `_partial_`), it is built when `collect`
+starts and released (closed, memory freed) when it ends, so a hint writer never sits beside the
+trainer's models. `SelfHints` inside the NuRL trainer writes with the trainer's own rollout
+engine (`bind`) and builds nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import hashlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from nudgekit.data.problem import Problem
@@ -131,7 +139,8 @@ class EngineHints(CollectingSource):
     """Hints written by a model behind any engine (the `engine` source).
 
     Args:
-        engine: the generation engine (hf, vllm, openai).
+        engine: the generation engine (hf, vllm, openai), or a zero-argument factory of one,
+            built by `collect` and released when it returns.
         render: `(user text) -> prompt text` for that model (a `ChatRenderer`).
         type: hint type ("abstract", "partial", "full", "answer").
         explain_template: step-1 user turn (`{question}`, `{answer}`).
@@ -249,6 +258,28 @@ class EngineHints(CollectingSource):
 
     def collect(self, problems: Sequence[Problem]) -> HintCollection:
         """Write, filter and regenerate hints for every problem (see the module docstring)."""
+        with self._running_engine():
+            return self._collect(problems)
+
+    @contextlib.contextmanager
+    def _running_engine(self) -> Iterator[None]:
+        """Build the engine from its factory for one collection, then release it."""
+        given = self.engine
+        if given is None or hasattr(given, "generate"):
+            yield
+            return
+        self.engine = given()
+        try:
+            yield
+        finally:
+            built, self.engine = self.engine, given
+            close = getattr(built, "close", None)
+            if callable(close):
+                close()  # vLLM frees its weights and KV cache
+            del built, close
+            free_memory()
+
+    def _collect(self, problems: Sequence[Problem]) -> HintCollection:
         self._explanations = {}
 
         def check(problem: Problem, hint: str) -> str | None:
@@ -276,14 +307,17 @@ class SelfHints(EngineHints):
         model: the policy's `ModelSpec` (its tokenizer's chat template renders the prompts).
         max_batch_size: rows decoded at once by the in-process hf engine.
         system: optional system turn.
+        engine: factory of the engine used when no trainer lends one (`bind`), e.g. vLLM for
+            `pipeline=hints` at real scale (None: hf over `model`); built per `collect`, released.
         **kwargs: everything `EngineHints` takes except `engine`, `render` and `model_name`.
     """
 
     source_name = "self"
 
     def __init__(self, model: Any, max_batch_size: int = 64, system: str | None = None,
-                 **kwargs: Any) -> None:
+                 engine: Callable[[], Any] | None = None, **kwargs: Any) -> None:
         self.model_spec, self.max_batch_size = model, max_batch_size
+        self.engine_factory = engine
         super().__init__(engine=None, render=ChatRenderer(model, system=system),
                          model_name=str(getattr(model, "name_or_path", model)), **kwargs)
 
@@ -293,8 +327,22 @@ class SelfHints(EngineHints):
         self.render._tokenizer = tokenizer
 
     def collect(self, problems: Sequence[Problem]) -> HintCollection:
-        if self.engine is None:
-            from nudgekit.engines.hf import HFEngine
+        if self.engine is not None:  # bound: the trainer's engine, not ours to release
+            return super().collect(problems)
+        from nudgekit.engines.hf import HFEngine
 
-            self.engine = HFEngine(self.model_spec, max_batch_size=self.max_batch_size)
-        return super().collect(problems)
+        self.engine = self.engine_factory or functools.partial(
+            HFEngine, self.model_spec, max_batch_size=self.max_batch_size)
+        try:
+            return super().collect(problems)
+        finally:
+            self.engine = None
+
+
+def free_memory() -> None:
+    """Collect dropped objects now (a released engine's model) and return cached GPU memory."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

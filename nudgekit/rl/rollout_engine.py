@@ -21,6 +21,7 @@ next, so no rank ever holds the full model twice.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -170,3 +171,17 @@ def _gathered(params: list[torch.nn.Parameter], zero3: bool) -> contextlib.Abstr
 
     return deepspeed.zero.GatheredParameters(params)
 
+
+
+def vllm_rollouts(spec: Any, **kwargs: Any) -> Callable[..., VLLMRollouts]:
+    """Config entry of `engine=vllm` rollouts: check that vLLM is installed (a one-line error
+    before anything loads; vLLM itself is imported only when the engine starts) and return the
+    factory the trainer calls with `(model=, tokenizer=)`.
+
+    Raises:
+        NudgekitError: vLLM is not installed.
+    """
+    from nudgekit.engines.vllm import require_vllm
+
+    require_vllm()
+    return functools.partial(VLLMRollouts, spec=spec, **kwargs)

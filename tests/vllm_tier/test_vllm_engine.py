@@ -147,6 +147,23 @@ def test_sampled_logprobs_match_teacher_forced_hf(pair, temperature):
     assert worst <= ATOL
 
 
+def test_seeded_requests_over_the_token_budget(pair):
+    """More prompt tokens than vLLM's per-step budget: on CPU a chunked prefill of a seeded
+    request would rewind its generator, which CPU generators cannot (the engine turns chunked
+    prefill off there), so all samples come back and the seeds still decide them."""
+    vllm_engine, _, prompts = pair
+    budget = vllm_engine.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+    ids = vllm_engine.tokenizer(prompts[0]).input_ids
+    copies = budget // len(ids) + 2
+    # distinct first tokens: no shared prefix cache, every prompt is prefilled in full
+    reqs = [GenerationRequest(prompt=f"{s} {prompts[0]}", n=2, max_new_tokens=3,
+                              temperature=1.0, seed=s) for s in range(copies)]
+    out = vllm_engine.generate(reqs)
+    assert [len(r.samples) for r in out] == [2] * copies
+    again = vllm_engine.generate(reqs[:2])
+    assert [s.token_ids for s in again[0].samples] == [s.token_ids for s in out[0].samples]
+
+
 def test_n_and_seeds(pair):
     vllm_engine, _, prompts = pair
 

@@ -1,0 +1,97 @@
+"""A hint writer's engine is built lazily and released: `hints=engine|qwen` configs instantiate
+without building an engine (nurl_qwen composes and instantiates where vLLM is not installed), a
+factory engine lives only for one `collect`, and a trainer-bound `SelfHints` builds nothing."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import importlib.util
+import weakref
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+
+import nudgekit.config  # noqa: F401  (resolvers)
+from nudgekit.data.problem import Problem
+from nudgekit.engines.hf import HFEngine
+from nudgekit.models import ModelSpec
+from nudgekit.nurl import ChatRenderer, EngineHints, SelfHints
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+PROBLEMS = [Problem("p1", "2 + 3", "5"), Problem("p2", "4 + 4", "8")]
+KW = dict(explain_max_new_tokens=4, hint_max_new_tokens=4, max_attempts=1)
+
+
+def _compose(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose("config", overrides=overrides)
+
+
+class CountingFactory:
+    """A real engine factory that remembers what it built (weakly)."""
+
+    def __init__(self, factory) -> None:
+        self.factory, self.built = factory, []
+
+    def __call__(self):
+        engine = self.factory()
+        self.built.append(weakref.ref(engine))
+        return engine
+
+
+def test_nurl_qwen_hint_source_builds_no_engine():
+    """The hint writer is a factory (vLLM checked, not started); without vLLM the config stops
+    at once with the one-line error, before anything loads."""
+    cfg = _compose(["experiment=nurl_qwen"])
+    assert cfg.pipeline.engine._target_ == "nudgekit.rl.rollout_engine.vllm_rollouts"
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(Exception, match="vllm engine needs"):
+            instantiate(cfg.hints)
+        return
+    source = instantiate(cfg.hints)
+    assert isinstance(source, SelfHints) and source.engine is None
+    assert isinstance(source.engine_factory, functools.partial)  # built only by collect
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_vllm_rollouts_fail_fast_without_vllm():
+    cfg = _compose(["experiment=grpo_tiny", "engine=vllm"])
+    with pytest.raises(Exception, match="vllm engine needs"):
+        instantiate(cfg.trainer.rollout)
+
+
+def test_engine_hints_config_engine_is_a_factory():
+    cfg = _compose(["pipeline=hints", "hints=engine"])
+    assert cfg.hints.engine._partial_ is True
+
+
+def test_factory_engine_lives_for_one_collect(tiny_qwen_dir):
+    spec = ModelSpec(str(tiny_qwen_dir))
+    factory = CountingFactory(functools.partial(HFEngine, spec, max_batch_size=4))
+    source = EngineHints(factory, render=ChatRenderer(chat=False), **KW)
+    assert factory.built == []  # nothing built at construction
+    got = source.collect(PROBLEMS)
+    assert got.generations > 0 and len(factory.built) == 1
+    assert source.engine is factory  # the factory again, the engine dropped
+    gc.collect()
+    assert factory.built[0]() is None  # released: nothing holds the engine (or its model)
+    source.collect(PROBLEMS[:1])
+    assert len(factory.built) == 2
+
+
+def test_self_hints_use_a_bound_engine_and_build_their_own_lazily(tiny_qwen_dir):
+    spec = ModelSpec(str(tiny_qwen_dir))
+    factory = CountingFactory(functools.partial(HFEngine, spec, max_batch_size=4))
+    source = SelfHints(spec, engine=factory, **KW)
+    source.collect(PROBLEMS)  # no trainer: its own engine, built and released
+    gc.collect()
+    assert len(factory.built) == 1 and factory.built[0]() is None and source.engine is None
+    trainer_engine = HFEngine(spec, max_batch_size=4)
+    source.bind(trainer_engine, trainer_engine.tokenizer)
+    source.collect(PROBLEMS)
+    assert len(factory.built) == 1 and source.engine is trainer_engine  # kept: not ours
