@@ -127,6 +127,13 @@ class VLLMRollouts:
         self.engine = None
 
 
+def generating(engine: Any, backend: Any) -> contextlib.AbstractContextManager:
+    """The context `engine` generates in: its own (`RolloutEngine.generation`), else the
+    backend's (a plain engine over the live module)."""
+    own = getattr(engine, "generation", None)
+    return own(backend) if callable(own) else backend.generation()
+
+
 def build(factory: Callable[..., Any], module: torch.nn.Module, tokenizer: Any) -> Any:
     """Call the trainer's engine factory; wrap a plain engine as a `LiveEngine`."""
     engine = factory(model=module, tokenizer=tokenizer)

@@ -22,6 +22,7 @@ from nudgekit.rl.advantages import frac_reward_zero_std, group_advantages
 from nudgekit.rl.logprobs import shared_prefix_logprobs, supports_shared_prefix
 from nudgekit.rl.losses import ClippedPolicyLoss
 from nudgekit.rl.precision import checkpointing_active
+from nudgekit.rl.rollout_engine import generating
 from nudgekit.rl.rollouts import (
     Rollout,
     RolloutBatch,
@@ -67,7 +68,7 @@ def generate_rollouts(
         )
         for (gid, _), text in zip(problems, texts)
     ]
-    with backend.generation():
+    with generating(engine, backend):  # vLLM: its own copy, nothing gathered
         results = engine.generate(requests)
     return [
         Rollout(

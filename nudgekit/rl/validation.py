@@ -13,6 +13,7 @@ from typing import Any
 from nudgekit.data.problem import Problem
 from nudgekit.engines.base import Engine, GenerationRequest
 from nudgekit.rewards.functions import score_batch
+from nudgekit.rl.rollout_engine import generating
 
 
 def sample_validation(
@@ -86,7 +87,7 @@ def validate(
     Returns:
         `(metrics, this rank's records)`.
     """
-    with backend.generation():
+    with generating(engine, backend):  # vLLM: its own copy, nothing gathered
         records = sample_validation(
             engine, problems, prompt, verifier,
             indices=range(backend.rank, len(problems), backend.world_size), n=n, **sampling,
