@@ -22,6 +22,8 @@ TORCHRUN_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
 SLURM_TASK_KEYS = ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS")
 SUBMITIT_LOCAL_KEYS = ("SUBMITIT_LOCAL_GLOBALID", "SUBMITIT_LOCAL_LOCALID", "SUBMITIT_LOCAL_NTASKS")
 PORT_RANGE = (20000, 40000)
+
+
 def expand_nodelist(nodelist: str) -> list[str]:
     """Host names of a SLURM node list, in order (pure; no `scontrol`).
 

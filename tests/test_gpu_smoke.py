@@ -48,7 +48,11 @@ def test_overrides_are_real_config_keys():
     gpu, cpu = machine(), machine(device="cpu", n_gpus=0)
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         cfg = compose("config", overrides=["experiment=grpo_tiny", *smoke.grpo_overrides(gpu, 5)])
-        assert (cfg.model.device, cfg.model.dtype, cfg.pipeline.max_steps) == ("cuda", "bfloat16", 5)
+        assert (cfg.model.device, cfg.model.dtype, cfg.pipeline.max_steps) == (
+            "cuda",
+            "bfloat16",
+            5,
+        )
         cfg = compose("config", overrides=["experiment=grpo_tiny", *smoke.grpo_overrides(cpu, 2)])
         assert (cfg.model.device, cfg.pipeline.max_steps, cfg.budget.zoo) == ("cpu", 2, "test")
         cfg = compose("config", overrides=smoke.nurl_overrides(gpu, "/models/m", 3))
@@ -116,4 +120,6 @@ def test_cpu_zero_runs_both_stages_on_gloo(tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
-    assert re.search(r"^PASS zero2 ", proc.stdout, re.M) and re.search(r"^PASS zero3 ", proc.stdout, re.M)
+    assert re.search(r"^PASS zero2 ", proc.stdout, re.M) and re.search(
+        r"^PASS zero3 ", proc.stdout, re.M
+    )

@@ -22,9 +22,21 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 TORCH_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the hydra_plugins namespace itself is absent
+        return False
+
+
 HAVE_PLUGINS = all(
-    importlib.util.find_spec(m) is not None
-    for m in ("submitit", "hydra_plugins.hydra_submitit_launcher", "hydra_plugins.hydra_joblib_launcher")
+    _importable(m)
+    for m in (
+        "submitit",
+        "hydra_plugins.hydra_submitit_launcher",
+        "hydra_plugins.hydra_joblib_launcher",
+    )
 )
 needs_plugins = pytest.mark.skipif(not HAVE_PLUGINS, reason="pip install -e '.[launchers]'")
 
@@ -97,7 +109,9 @@ def test_slurm_preset_renders_a_real_sbatch_script(tmp_path, monkeypatch):
     # what SlurmLauncher.launch does: generic keys as they are, the rest as slurm_<key>
     generic = set(OmegaConf.structured(BaseQueueConf).keys())
     executor = submitit.AutoExecutor(folder=tmp_path, cluster="slurm")
-    executor.update_parameters(**{k if k in generic else f"slurm_{k}": v for k, v in params.items()})
+    executor.update_parameters(
+        **{k if k in generic else f"slurm_{k}": v for k, v in params.items()}
+    )
     executor = executor._executor
     text = executor._make_submission_file_text("python -m x", "uid")
     for line in (
@@ -175,7 +189,10 @@ def test_slurm_task_becomes_a_torch_rank():
     other = cluster.slurm_torch_env(slurm_task(SLURM_PROCID="0", SLURM_LOCALID="0"))
     assert (other["MASTER_ADDR"], other["MASTER_PORT"]) == (got["MASTER_ADDR"], got["MASTER_PORT"])
     assert other["RANK"] == "0"
-    assert cluster.slurm_torch_env(slurm_task(SLURM_JOB_ID="123457"))["MASTER_PORT"] != got["MASTER_PORT"]
+    assert (
+        cluster.slurm_torch_env(slurm_task(SLURM_JOB_ID="123457"))["MASTER_PORT"]
+        != got["MASTER_PORT"]
+    )
     lo, hi = cluster.PORT_RANGE
     assert lo <= int(got["MASTER_PORT"]) < hi
     # the result is what nudgekit's rank decision reads
@@ -217,8 +234,9 @@ def test_submitit_local_task_becomes_a_torch_rank():
 
 
 def test_export_callback_sets_the_env(monkeypatch):
-    for key in TORCH_KEYS:
-        monkeypatch.delenv(key, raising=False)
+    for key in TORCH_KEYS:  # recorded by monkeypatch, so what the callback sets is undone
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
     for key, value in slurm_task().items():
         monkeypatch.setenv(key, value)
     cluster.ExportTorchEnv().on_job_start(config=None)
@@ -258,9 +276,18 @@ def run_probe(tmp_path: Path, overrides: list[str], seeds: str = "0,1") -> Path:
     app = tmp_path / "probe_app.py"
     app.write_text(PROBE_APP.format(root=str(ROOT), conf=str(CONF), keys=TORCH_KEYS))
     sweep = tmp_path / "sweep"
-    env = {k: v for k, v in os.environ.items() if k not in TORCH_KEYS and not k.startswith("SLURM_")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in TORCH_KEYS and not k.startswith("SLURM_")
+    }
     out = subprocess.run(
-        [sys.executable, str(app), "-m", "logger=disabled", f"seed={seeds}", f"hydra.sweep.dir={sweep}"]
+        [
+            sys.executable,
+            str(app),
+            "-m",
+            "logger=disabled",
+            f"seed={seeds}",
+            f"hydra.sweep.dir={sweep}",
+        ]
         + overrides,
         cwd=tmp_path,
         env=env,

@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CHECKS = ("engine_parity", "grpo_tiny", "zero2", "zero3", "nurl_vllm")
 TIMEOUTS = {"engine_parity": 180, "grpo_tiny": 180, "zero2": 180, "zero3": 180, "nurl_vllm": 240}
+RANK_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 VLLM_CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
@@ -82,7 +83,8 @@ def summarise(status: str, check: str, t0: float, detail: str) -> Result:
 
 def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> tuple[int, str]:
     """`(returncode, output tail)`; returncode 124 when the timeout killed it."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **(env or {})}
+    inherited = {k: v for k, v in os.environ.items() if k not in RANK_KEYS}  # checks own theirs
+    full_env = {**inherited, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **(env or {})}
     try:
         proc = subprocess.run(
             cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=max(timeout, 1)
