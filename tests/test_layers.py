@@ -109,7 +109,9 @@ def upward(edges: Mapping[str, Iterable[tuple[str, int]]]) -> list[str]:
     for mod, targets in sorted(edges.items()):
         for target, line in sorted(targets):
             if area(target) != area(mod) and layer_of(target) >= layer_of(mod):
-                bad.append(f"{mod}:{line} -> {target} (layer {layer_of(mod)} -> {layer_of(target)})")
+                bad.append(
+                    f"{mod}:{line} -> {target} (layer {layer_of(mod)} -> {layer_of(target)})"
+                )
     return bad
 
 
