@@ -9,7 +9,7 @@ import torch
 from nudging_support import engine, model_dirs, with_eos_bias, write_lm
 
 from nudgekit.errors import NudgekitError
-from nudgekit.inference import RaggedRowCache, SyncRequest, row_cache
+from nudgekit.inference import RaggedRowCache, SlotsRowCache, SyncRequest, row_cache
 from nudgekit.inference.rows import common_prefix
 from nudgekit.nudging import (
     CachedNudgingDecoder,
@@ -134,7 +134,7 @@ def test_row_cache_rollback_and_compaction_match_fresh_forwards(lms, lean):
     model, tok = lm.model, lm.tokenizer
     texts = ["Question: Start 3: inc dbl\nAnswer:", "Question: Start 7: neg\nAnswer: do neg"]
     cache = row_cache(model, batch=2, pad_id=tok.pad_token_id, compact_slack=0, lean=lean)
-    assert isinstance(cache, RaggedRowCache) == lean
+    assert isinstance(cache, RaggedRowCache) == lean != isinstance(cache, SlotsRowCache)
     a = [encode(tok, t) for t in texts]
     cache.sync([SyncRequest(0, a[0]), SyncRequest(1, a[1])])
     # row 0 grows, row 1 idles (its block is a hole)
@@ -171,6 +171,7 @@ def test_word_split_differently_by_the_two_tokenizers(lms):
     assert whole[: len(part)] != part  # the BPE split of "canc" is not a prefix of "cancel"'s
     assert len(encode(small.tokenizer, "cancel")) == 6  # the char model: one token per char
     cache = row_cache(lm.model, batch=1, pad_id=tok.pad_token_id)
+    assert isinstance(cache, SlotsRowCache) and cache.store is None  # one row: the model's cache
     cache.sync([SyncRequest(0, part)])
     fed_before = cache.fed
     got = cache.sync([SyncRequest(0, whole)])[0]
