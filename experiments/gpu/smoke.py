@@ -2,9 +2,10 @@
 
 One line per check, `PASS|FAIL|SKIP <check> <seconds> <detail>`, and exit status 1 on any FAIL:
 
-- engine_parity: `HFEngine` and `VLLMEngine` on one model (float32): greedy ids equal, log-probs
-  within `--parity-atol`;
-- grpo_tiny: `run.py experiment=grpo_tiny`, 5 steps on cuda in bfloat16 (2 on cpu, float32);
+- engine_parity: `HFEngine` and `VLLMEngine` on one model (`--parity-dtype`, float32): greedy ids
+  equal, log-probs within `--parity-atol`;
+- grpo_tiny: `run.py experiment=grpo_tiny`, 5 steps on cuda in bfloat16 (the `@test` zoo policy
+  when the full one is not built); 2 steps on cpu, float32, `debug=tiny`;
 - zero2 / zero3: the same under 2-process torchrun with DeepSpeed ZeRO-2 / ZeRO-3 (>= 2 GPUs;
   on cpu only with `--cpu-zero`, gloo);
 - nurl_vllm: `experiment=nurl_qwen` shaped down onto a local model dir, 3 steps, `engine=vllm`
@@ -58,6 +59,7 @@ class Machine:
     python: str = sys.executable
     out: Path = ROOT / "outputs" / "gpu_smoke"
     model_dir: str | None = None
+    parity_dtype: str = "float32"
     extra: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -132,14 +134,15 @@ def model_dir(m: Machine) -> tuple[str, str]:
 def check_engine_parity(m: Machine, timeout: float, atol: float) -> Result:
     t0 = time.perf_counter()
     path, what = model_dir(m)
-    cmd = [m.python, __file__, "--worker", "parity", "--model-dir", path, "--device", m.device]
+    cmd = [m.python, __file__, "--worker", "parity", "--model-dir", path, "--device", m.device,
+           "--parity-dtype", m.parity_dtype]  # fmt: skip
     rc, out = run(cmd, timeout, None if m.cuda else VLLM_CPU_ENV)
     if rc != 0:
         return summarise("FAIL", "engine_parity", t0, f"rc={rc} {last_error(out)}")
     rec = json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
     ok = rec["greedy_equal"] and rec["max_logprob_diff"] <= atol
     detail = (
-        f"model={what} device={m.device} prompts={rec['prompts']} greedy_equal={rec['greedy_equal']}"
+        f"model={what} device={m.device} dtype={m.parity_dtype} prompts={rec['prompts']} greedy_equal={rec['greedy_equal']}"
         f" max|dlogprob|={rec['max_logprob_diff']:.2e} (atol {atol:g})"
     )
     return summarise("PASS" if ok else "FAIL", "engine_parity", t0, detail)
@@ -193,9 +196,19 @@ def check_grpo_tiny(m: Machine, timeout: float, steps: int) -> Result:
     t0 = time.perf_counter()
     run_dir = fresh(m.out / "grpo_tiny")
     over = grpo_overrides(m, steps) + m.extra.get("grpo_tiny", [])
+    note = ""
+    if m.cuda and not policy_built():  # building it would eat the budget: the @test variant
+        over, note = [*over, "budget.zoo=test"], " zoo=test (tiny-policy not built)"
     cmd = [m.python, "run.py", "experiment=grpo_tiny", *over, f"hydra.run.dir={run_dir}"]
     rc, out = run(cmd, timeout)
-    return judge_run("grpo_tiny", t0, rc, out, run_dir, steps)
+    res = judge_run("grpo_tiny", t0, rc, out, run_dir, steps)
+    return Result(res.status, res.check, res.seconds, res.detail + note)
+
+
+def policy_built() -> bool:
+    from nudgekit.zoo.registry import is_built
+
+    return is_built("tiny-policy")
 
 
 def check_zero(m: Machine, stage: int, timeout: float, steps: int) -> Result:
@@ -254,8 +267,8 @@ def check_nurl_vllm(m: Machine, timeout: float, steps: int) -> Result:
 # --- the parity worker (its own process) -----------------------------------------------------
 
 
-def parity_worker(path: str, device: str) -> dict:
-    """Greedy HFEngine vs VLLMEngine on `path` in float32; prints nothing, returns the record."""
+def parity_worker(path: str, device: str, dtype: str = "float32") -> dict:
+    """Greedy HFEngine vs VLLMEngine on `path` in `dtype`; returns the record."""
     import torch
 
     from nudgekit.engines import GenerationRequest, HFEngine, VLLMEngine
@@ -264,8 +277,8 @@ def parity_worker(path: str, device: str) -> dict:
     from nudgekit.zoo.tasks import chains
 
     torch.backends.cuda.matmul.allow_tf32 = False
-    hf = HFEngine(ModelSpec(path, dtype="float32", device=device))
-    vl = VLLMEngine(ModelSpec(path, dtype="float32", device=device),
+    hf = HFEngine(ModelSpec(path, dtype=dtype, device=device))
+    vl = VLLMEngine(ModelSpec(path, dtype=dtype, device=device),
                     gpu_memory_utilization=0.3, enforce_eager=True)  # fmt: skip
     questions = [c.question for c in chains("test", 2)[:6]]
     if hf.tokenizer.chat_template:
@@ -307,6 +320,7 @@ def detect(args: argparse.Namespace) -> Machine:
         cpu_zero=args.cpu_zero,
         out=Path(args.out).resolve(),
         model_dir=args.model_dir,
+        parity_dtype=args.parity_dtype,
         extra=extra,
     )
 
@@ -345,13 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "outputs" / "gpu_smoke"))
     p.add_argument("--model-dir", default=None, help="local HF dir for the vLLM checks")
     p.add_argument("--parity-atol", type=float, default=1e-3)
+    p.add_argument("--parity-dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--cpu-zero", action="store_true", help="run zero2/zero3 on CPU (gloo)")
     p.add_argument("--override", action="append", default=[], metavar="CHECK:KEY=VALUE",
                    help="an extra run.py override for one check")  # fmt: skip
     p.add_argument("--worker", choices=["parity"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker == "parity":
-        print(json.dumps(parity_worker(args.model_dir, args.device)))
+        print(json.dumps(parity_worker(args.model_dir, args.device, args.parity_dtype)))
         return 0
     m = detect(args)
     m.out.mkdir(parents=True, exist_ok=True)
