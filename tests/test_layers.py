@@ -21,8 +21,6 @@ ROOT = Path(nudgekit.__file__).parent
 # Cycles inside one package through a lazy import, left to the packages' owners (each entry must
 # still be a cycle, so the list cannot go stale):
 KNOWN_CYCLES = [
-    # a guarded verifier gets the worker pool lazily; the pool's worker imports the guard
-    ["nudgekit.rewards._worker", "nudgekit.rewards.guard", "nudgekit.rewards.pool"],
     # registry.resolve builds a missing model lazily; build imports the registry's specs
     ["nudgekit.zoo.build", "nudgekit.zoo.registry"],
 ]

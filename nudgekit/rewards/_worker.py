@@ -23,7 +23,7 @@ import sys
 import time
 from multiprocessing.connection import Connection
 
-from nudgekit.rewards.guard import VerifierTimeout, as_score, call_with_timeout
+from nudgekit.rewards.timeouts import VerifierTimeout, as_score, call_with_timeout
 
 RECORD = struct.Struct("<ddB")  # score, seconds, outcome index
 OUTCOMES = ("ok", "failure", "timeout")

@@ -8,7 +8,7 @@ How the timeout works (and why):
 
 * By default (``isolation="process"``) calls run in a small pool of worker processes
   (`nudgekit.rewards.pool`): a call that runs past ``timeout_s`` is stopped by the SIGALRM timer
-  below inside the worker, and one that still runs ``grace_s`` later (stuck in C code, or
+ of `nudgekit.rewards.timeouts` inside the worker, and one that still runs ``grace_s`` later (stuck in C code, or
   swallowing the timeout) gets its worker process killed and replaced. This holds from any
   thread. `Verifier.batch` sends many calls at once, which keeps the overhead small.
 * With ``isolation="inline"`` (or for a raw verifier that cannot be pickled, such as a lambda or
@@ -27,21 +27,17 @@ main thread, and their ``signal.alarm(0)`` would cancel this guard's timer).
 
 from __future__ import annotations
 
-import math
 import pickle
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+from nudgekit.rewards.timeouts import VerifierTimeout, as_score, call_with_timeout
+
 RawVerifier = Callable[[str, str], float]
 Outcome = tuple[float, str, float]  # (score, "ok" | "failure" | "timeout", seconds)
 ISOLATIONS = ("process", "inline")
-
-
-class VerifierTimeout(BaseException):
-    """Raised inside a verifier call that ran past its time limit."""
 
 
 @dataclass
@@ -54,82 +50,6 @@ class VerifierStats:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
-
-
-def _can_use_alarm() -> bool:
-    """True when a SIGALRM timer may be armed here without disturbing anyone else's."""
-    if not hasattr(signal, "setitimer"):
-        return False
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    # An outer timer is already running (e.g. a test harness); don't steal it.
-    return signal.getitimer(signal.ITIMER_REAL)[0] == 0.0
-
-
-def _call_with_alarm(fn: Callable[[], float], timeout_s: float) -> float:
-    fired = False
-
-    def on_alarm(signum, frame):  # noqa: ARG001 - signal handler signature
-        nonlocal fired
-        fired = True
-        raise VerifierTimeout
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, timeout_s)
-        try:
-            result = fn()
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0.0)
-    finally:
-        signal.signal(signal.SIGALRM, previous)
-    if fired:  # the timeout was raised but something swallowed it: the result is not trustworthy
-        raise VerifierTimeout
-    return result
-
-
-def _call_in_thread(fn: Callable[[], float], timeout_s: float) -> float:
-    box: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = exc
-
-    worker = threading.Thread(target=target, daemon=True, name="nudgekit-verifier")
-    worker.start()
-    worker.join(timeout_s)
-    if worker.is_alive():
-        raise VerifierTimeout
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["result"]  # type: ignore[return-value]
-
-
-def call_with_timeout(fn: Callable[[], float], timeout_s: float | None) -> float:
-    """Return ``fn()``, raising `VerifierTimeout` if it takes longer than ``timeout_s`` seconds.
-
-    Args:
-        fn: a zero-argument callable.
-        timeout_s: the limit in seconds; None or <= 0 runs ``fn`` without a limit.
-
-    Returns:
-        What ``fn`` returned.
-    """
-    if timeout_s is None or timeout_s <= 0:
-        return fn()
-    if _can_use_alarm():
-        return _call_with_alarm(fn, timeout_s)
-    return _call_in_thread(fn, timeout_s)
-
-
-def as_score(value: object) -> float:
-    """Coerce a raw verifier result to a float in [0, 1]; bool and numbers are accepted."""
-    score = float(value)  # type: ignore[arg-type]
-    if not math.isfinite(score):
-        raise ValueError(f"verifier returned {value!r}")
-    return min(1.0, max(0.0, score))
 
 
 def _as_text(value: object, what: str) -> str:
