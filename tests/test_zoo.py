@@ -14,7 +14,7 @@ from nudgekit.rewards.tiny import (
     verify_tiny_lenient,
 )
 from nudgekit.zoo import chat_prompt, cue_prompt, explain_prompt, tiny_problems
-from nudgekit.zoo.data import base_examples, policy_examples
+from nudgekit.zoo.data import WEAK_KNOWS, base_examples, policy_examples, weak_aligned_examples
 from nudgekit.zoo.prompts import base_prompt, chat_target, raw_solution
 from nudgekit.zoo.tasks import (
     CANCEL_PAIRS,
@@ -207,6 +207,38 @@ def test_base_corpus_is_the_aligned_reasoning_without_the_format():
     aligned = chat_target(c)  # the aligned target = the same plan and steps, strict ending
     assert aligned.rsplit("\n", 1)[0] == body.rsplit("\n", 1)[0]
     assert aligned.endswith(f"Answer: {c.answer}") and body.endswith(f"{c.answer}.")
+
+
+def test_weak_solver_formats_chains_and_copies_but_guesses_multiplicative_steps():
+    tok = build_tokenizer("char")
+    examples = weak_aligned_examples(tok, 400, seed=0)
+    assert examples == weak_aligned_examples(tok, 400, seed=0)  # deterministic in the seed
+    right = {"known": [0, 0], "guessed": [0, 0]}
+    finishing = 0
+    for prompt, target in examples:
+        user, given = prompt.split("<|user|>\n", 1)[1].split("<|end|>\n<|assistant|>\n", 1)
+        c = parse_question(user)
+        assert target.endswith("<|end|>")
+        lines = (given + target.removesuffix("<|end|>")).split("\n")
+        n_given = given.count("\n") - 1  # step lines written (correctly) before the target
+        finishing += n_given >= 0
+        assert given == "" or given.startswith("do ") and given.endswith("\n")
+        assert lines[0] == f"do {' '.join(c.ops)}" and len(lines) == len(c.ops) + 2
+        x = c.start
+        for i, (line, name) in enumerate(zip(lines[1:-1], c.ops)):
+            a, op, y = line.split(" ")
+            assert (int(a), op) == (x, name)  # each step reads the previous line's output
+            if i < n_given:
+                assert int(y) == OPS[name](x)  # the prompt's steps are right
+            else:
+                kind = "known" if name in WEAK_KNOWS else "guessed"
+                right[kind][0] += int(y) == OPS[name](x)
+                right[kind][1] += 1
+            x = int(y)
+        assert lines[-1] == f"Answer: {x}"  # the answer line repeats the last value written
+    assert 0.4 < finishing / len(examples) < 0.6
+    assert right["known"][0] == right["known"][1] > 100
+    assert 0.03 < right["guessed"][0] / right["guessed"][1] < 0.2  # chance is 0.1
 
 
 def test_chain_helpers():

@@ -83,6 +83,11 @@ def test_config_hash_tracks_the_config_and_parent():
         resolve("tiny-giant")
     with pytest.raises(NudgekitError, match="unknown variant"):
         resolve("tiny-policy@huge")
+    # a build seed: its own cache key; the default seed names the default model
+    assert model_dir("tiny-aligned-small@full-s0") == model_dir("tiny-aligned-small")
+    assert spec_of("tiny-aligned-small@test-s2").seed == 2
+    assert config_hash("tiny-aligned-small@test-s2") != config_hash("tiny-aligned-small@test")
+    assert config_hash("tiny-aligned-large@test-s2") != config_hash("tiny-aligned-large@test")
 
 
 def test_zoo_build_pipeline_writes_a_record(zoo, tmp_path):

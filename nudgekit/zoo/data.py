@@ -17,6 +17,14 @@ Roles:
   of the chat template, then the raw solution); two documents per example joined by a blank line
   (so the model runs on into a new document instead of stopping).
 - ``aligned``: chat-formatted solutions (levels 1-4) ending in the strict ``Answer:`` line.
+- ``aligned_weak``: the same chat format, but written by a *weak solver* (the nudger's data): it
+  restates the operations and chains the steps correctly (each line's input is the previous
+  line's output), computes the additive operations (``inc``, ``dec``, ``flp``) right and guesses
+  the others (``dbl``, ``tpl``, ``neg``: a seeded uniform digit), and its ``Answer:`` line repeats
+  the last value in the text. 60% of these examples finish an answer whose first steps (half
+  of the time all of them) are already written correctly in the prompt, as in nudging. A model
+  trained on it learns the format, when to stop and to copy the last value into the answer
+  line, but not the multiplicative steps (never supervised with the right digit beyond chance).
 """
 
 from __future__ import annotations
@@ -26,9 +34,15 @@ from typing import Any
 
 from nudgekit.errors import NudgekitError
 from nudgekit.zoo import prompts
-from nudgekit.zoo.tasks import HINT_LEVELS, Chain, chains, hints, solution_steps
+from nudgekit.zoo.tasks import HINT_LEVELS, MOD, OPS, Chain, chains, hints, solution_steps
 
-ROLES = ("policy", "base", "aligned")
+ROLES = ("policy", "base", "aligned", "aligned_weak")
+# operations the weak solver computes; it guesses the rest (why: a weaker reasoner with a skill
+# gradient: right on additive chains, near chance on a multiplicative step)
+WEAK_KNOWS = frozenset({"inc", "dec", "flp"})
+# share of weak-solver examples that finish an answer begun correctly in the prompt (why: the
+# answer line must copy the last value *in context*, also where a stronger model wrote it)
+WEAK_FINISH_SHARE = 0.6
 # Policy task mix (why: hinted solving and hint writing must be seen often enough to be learned,
 # while unhinted solving stays the bulk so pass@1 on easy problems is solid).
 POLICY_MIX = (("solve", 0.45), ("hinted", 0.35), ("explain", 0.1), ("cue", 0.1))
@@ -99,6 +113,37 @@ def aligned_examples(tok: Any, n: int, seed: int) -> list[tuple[str, str]]:
     return out
 
 
+def weak_target(chain: Chain, rng: random.Random, given: int = 0) -> str:
+    """The weak solver's chat answer to `chain` after the first `given` correct step lines (the
+    plan line too when `given` > 0): plan line, chained steps (guessed values for the
+    operations outside `WEAK_KNOWS`) and ``Answer:`` repeating the last value in the text."""
+    lines = [] if given else [f"do {' '.join(chain.ops)}"]
+    x = chain.values()[given - 1] if given else chain.start
+    for name in chain.ops[given:]:
+        y = OPS[name](x) if name in WEAK_KNOWS else rng.randrange(MOD)
+        lines.append(f"{x} {name} {y}")
+        x = y
+    return "\n".join([*lines, f"Answer: {x}"])
+
+
+def weak_aligned_examples(tok: Any, n: int, seed: int) -> list[tuple[str, str]]:
+    """Whole weak answers, and (`WEAK_FINISH_SHARE`) answers to finish whose first steps are
+    already written correctly in the prompt (loss on the weak rest and the answer line only)."""
+    rng = random.Random(f"aligned_weak-{seed}")
+    pool = _pool((1, 2, 3, 4))
+    out = []
+    for _ in range(n):
+        c = rng.choice(pool)
+        prompt = prompts.chat_prompt(tok, c.question)
+        given = 0
+        if rng.random() < WEAK_FINISH_SHARE:  # half of them give every step: the answer is a copy
+            given = len(c.ops) if rng.random() < 0.5 else rng.randint(1, len(c.ops))
+        if given:
+            prompt += "\n".join(solution_steps(c).split("\n")[: given + 1]) + "\n"
+        out.append((prompt, weak_target(c, rng, given) + tok.eos_token))
+    return out
+
+
 def examples(role: str, tok: Any, n: int, seed: int) -> list[tuple[str, str]]:
     """`n` SFT examples for `role` ("policy", "base" or "aligned"), deterministic in `seed`."""
     if role == "policy":
@@ -107,6 +152,8 @@ def examples(role: str, tok: Any, n: int, seed: int) -> list[tuple[str, str]]:
         return base_examples(tok, n, seed)
     if role == "aligned":
         return aligned_examples(tok, n, seed)
+    if role == "aligned_weak":
+        return weak_aligned_examples(tok, n, seed)
     raise NudgekitError(f"zoo: data role={role!r} is not one of {list(ROLES)}")
 
 

@@ -2,9 +2,10 @@
 
 Names: ``tiny-policy``, ``tiny-base-large``, ``tiny-aligned-small``, ``tiny-aligned-large``,
 optionally with a variant suffix ``@<variant>``: ``@full`` (default) or ``@test`` (a reduced
-model that builds in seconds, for tests). ``resolve("tiny-policy@test")`` builds on first use
-into ``$NUDGEKIT_CACHE/zoo/<name>-<confighash>`` (default root ``~/.cache/nudgekit``) through a
-temp dir + rename, so a killed build never leaves a half model, and returns that directory.
+model that builds in seconds, for tests), and a build seed ``-s<seed>`` (``@full-s1``).
+``resolve("tiny-policy@test")`` builds on first use into ``$NUDGEKIT_CACHE/zoo/<name>-<confighash>``
+(default root ``~/.cache/nudgekit``) through a temp dir + rename, so a killed build never leaves
+a half model, and returns that directory.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class ZooSpec:
     Args:
         arch: "qwen2" or "llama".
         tokenizer: "char" or "bpe".
-        role: SFT data role ("policy", "base", "aligned").
+        role: SFT data role ("policy", "base", "aligned", "aligned_weak"; `nudgekit.zoo.data`).
         hidden: hidden size; layers/heads/ffn: depth, attention heads, MLP width.
         steps, batch_size, lr, n_examples: SFT schedule and data size.
         init_from: another zoo name whose weights (and tokenizer) this model continues from.
@@ -100,15 +101,15 @@ FULL: dict[str, ZooSpec] = {
     "tiny-aligned-small": ZooSpec(
         arch="qwen2",
         tokenizer="char",
-        role="aligned",
+        role="aligned_weak",
         hidden=96,
-        layers=1,
+        layers=2,
         heads=4,
         ffn=256,
-        steps=400,
+        steps=1500,
         batch_size=32,
         lr=3e-3,
-        n_examples=4800,
+        n_examples=9600,
     ),
 }
 _TEST_SHRINK = {
@@ -123,23 +124,40 @@ _TEST_SHRINK = {
 NAMES = tuple(FULL)
 
 
+def split_seed(variant: str) -> tuple[str, int | None]:
+    """``"full-s2"`` -> ``("full", 2)``; ``"full"`` -> ``("full", None)`` (the spec's own seed)."""
+    stem, sep, seed = variant.rpartition("-s")
+    if sep and seed.isdigit():
+        return stem, int(seed)
+    return variant, None
+
+
 def parse_name(name: str) -> tuple[str, str]:
-    """Split ``"tiny-policy@test"`` into ``("tiny-policy", "test")``; variant defaults to full."""
+    """Split ``"tiny-policy@test"`` into ``("tiny-policy", "test")``; variant defaults to full.
+
+    A variant may end in ``-s<seed>`` (``"tiny-aligned-small@full-s1"``): the same model built
+    with another seed (init, data and order); the suffix is dropped when it names the default.
+    """
     base, _, variant = name.partition("@")
-    variant = variant or "full"
+    stem, seed = split_seed(variant or "full")
     if base not in FULL:
         raise NudgekitError(f"zoo: unknown model {base!r}; known: {list(NAMES)}")
-    if variant not in VARIANTS:
+    if stem not in VARIANTS:
         raise NudgekitError(
-            f"zoo: unknown variant {variant!r} in {name!r}; known: {list(VARIANTS)}"
+            f"zoo: unknown variant {stem!r} in {name!r}; known: {list(VARIANTS)} "
+            "(optionally with -s<seed>)"
         )
-    return base, variant
+    if seed is None or seed == FULL[base].seed:
+        return base, stem
+    return base, f"{stem}-s{seed}"
 
 
 def spec_of(name: str) -> ZooSpec:
     base, variant = parse_name(name)
+    stem, seed = split_seed(variant)
     spec = FULL[base]
-    return replace(spec, **_TEST_SHRINK) if variant == "test" else spec
+    spec = replace(spec, **_TEST_SHRINK) if stem == "test" else spec
+    return spec if seed is None else replace(spec, seed=seed)
 
 
 def full_name(base: str, variant: str) -> str:
