@@ -42,6 +42,7 @@ from nudgekit.nurl.inject import HintInjector
 from nudgekit.nurl.pipeline import collection_metrics
 from nudgekit.nurl.sources import HintCollection
 from nudgekit.nurl.store import HintRecord, HintStore
+from nudgekit.rl.rollout_engine import generating
 from nudgekit.rl.runconfig import describe, flatten
 from nudgekit.rl.sampler import PromptSampler
 from nudgekit.rl.trainer import GRPOTrainer
@@ -165,7 +166,7 @@ class NuRLTrainer(GRPOTrainer):
         mine = self.train_problems[rank::world]
         if hasattr(self.hint_source, "bind"):  # a `self` source writes with the live policy
             self.hint_source.bind(self.engine, self.tokenizer)
-        with self.backend.generation():
+        with generating(self.engine, self.backend):  # hf: gathered (ZeRO-3); vLLM: its copy
             part = self.hint_source.collect(mine)
         parts = self.backend.all_gather_object(
             ([r.to_json() for r in part.records], part.dropped, dict(part.rejections),
@@ -210,7 +211,7 @@ class NuRLTrainer(GRPOTrainer):
     def filter_problems(self) -> list:
         """Problems the current policy does not solve `filter_n`/`filter_n` (un-hinted)."""
         world, rank = self.backend.world_size, self.backend.rank
-        with self.backend.generation():
+        with generating(self.engine, self.backend):  # hf: gathered (ZeRO-3); vLLM: its copy
             records = sample_validation(
                 self.engine, self.train_problems, self.prompt, self.verifier,
                 indices=range(rank, len(self.train_problems), world), n=self.filter_n,

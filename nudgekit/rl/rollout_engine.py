@@ -68,7 +68,8 @@ class VLLMRollouts:
         tokenizer: the trainer's tokenizer (the engine loads the same one from `spec`).
         spec: the policy's `ModelSpec` (vLLM starts from its checkpoint).
         sleep_mode: free vLLM's GPU memory during the update (`enable_sleep_mode`; GPU only).
-        sleep_level: 1 offloads the weights to host memory, 2 drops them (they are pushed anyway).
+        sleep_level: 1 offloads the weights to host memory; 2 drops them, buffers that are not
+            pushed (e.g. rotary caches) included (untested: no GPU run yet).
         world_size: processes of the run (None: from the torchrun env); above one each rank
             starts its own engine with vLLM's external launcher.
         **engine_kwargs: `VLLMEngine` arguments (dtype, gpu_memory_utilization, max_model_len,
