@@ -7,23 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers.config import compose_cfg
 from omegaconf import OmegaConf
 
-import nudgekit.config  # noqa: F401  (resolvers)
 from nudgekit.runtime import iter_targets, validate_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
-
-
-def compose_cfg(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose("config", overrides=overrides, return_hydra_config=True)
 
 
 def test_there_are_experiments():
@@ -33,8 +25,7 @@ def test_there_are_experiments():
 @pytest.mark.parametrize("debug", [None, "tiny"])
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_binds(experiment, debug):
-    overrides = [f"experiment={experiment}"] + ([f"debug={debug}"] if debug else [])
-    cfg = compose_cfg(overrides)
+    cfg = compose_cfg([f"experiment={experiment}"], tiny=debug == "tiny", hydra=True)
     # every value resolves (the hydra node needs a running app; the rest must not)
     body = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("hydra", "paths")])
     OmegaConf.to_container(body, resolve=True, throw_on_missing=False)
@@ -44,8 +35,8 @@ def test_experiment_composes_and_binds(experiment, debug):
 
 
 def test_debug_tiny_shrinks_budget():
-    full = compose_cfg(["experiment=eval_tiny"])
-    tiny = compose_cfg(["experiment=eval_tiny", "debug=tiny"])
+    full = compose_cfg(["experiment=eval_tiny"], tiny=False, hydra=True)
+    tiny = compose_cfg(["experiment=eval_tiny"], hydra=True)
     assert tiny.budget.problems < full.budget.problems
     assert tiny.budget.samples < full.budget.samples
     assert tiny.budget.zoo == "test"
@@ -55,15 +46,22 @@ def test_debug_tiny_shrinks_budget():
     assert max(tiny.pipeline.k) <= tiny.pipeline.n
 
 
+def test_compose_cfg_shrinks_once():
+    """`compose_cfg` adds `debug=tiny` by default, and not twice when the overrides have it."""
+    tiny = compose_cfg(["experiment=eval_tiny"])
+    assert tiny == compose_cfg(["experiment=eval_tiny", "debug=tiny"])
+    assert tiny != compose_cfg(["experiment=eval_tiny"], tiny=False)
+
+
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_sweeps_are_multirun(sweep):
-    cfg = compose_cfg(["experiment=eval_tiny", f"sweep={sweep}"])
+    cfg = compose_cfg(["experiment=eval_tiny", f"sweep={sweep}"], tiny=False, hydra=True)
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert cfg.hydra.sweeper.params
 
 
 def test_validate_targets_reports_unknown_keys():
-    cfg = compose_cfg(["experiment=eval_tiny", "+pipeline.not_a_parameter=1"])
+    cfg = compose_cfg(["experiment=eval_tiny", "+pipeline.not_a_parameter=1"], tiny=False, hydra=True)
     problems = validate_targets(cfg)
     assert any("not_a_parameter" in p for p in problems)
 

@@ -11,11 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from nudging_support import model_dirs
+from helpers.config import compose_cfg
+from helpers.nudging import model_dirs
 
-import nudgekit.config  # noqa: F401  (the ${nk.*} resolvers compose needs)
 from nudgekit.errors import NudgekitError
 from nudgekit.eval import EvalPipeline
 from nudgekit.eval.nudged import repeat
@@ -40,11 +38,7 @@ def run_experiment(how: str, args: list[str], run_dir: Path) -> None:
         return
     from nudgekit.cli import run
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose("config", overrides=[*args, f"paths.output_dir={run_dir}"])
-    GlobalHydra.instance().clear()
-    run(cfg)
+    run(compose_cfg(args, tiny=False, output_dir=run_dir))
 
 
 def test_repeat_puts_the_samples_of_one_item_together():

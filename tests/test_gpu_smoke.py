@@ -43,24 +43,19 @@ def test_skips_follow_the_machine():
 
 def test_overrides_are_real_config_keys():
     """The overrides the checks pass compose against conf/ (cuda and cpu variants)."""
-    from hydra import compose, initialize_config_dir
+    from helpers.config import compose_cfg
 
     gpu, cpu = machine(), machine(device="cpu", n_gpus=0)
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose("config", overrides=["experiment=grpo_tiny", *smoke.grpo_overrides(gpu, 5)])
-        assert (cfg.model.device, cfg.model.dtype, cfg.pipeline.max_steps) == (
-            "cuda",
-            "bfloat16",
-            5,
-        )
-        cfg = compose("config", overrides=["experiment=grpo_tiny", *smoke.grpo_overrides(cpu, 2)])
-        assert (cfg.model.device, cfg.pipeline.max_steps, cfg.budget.zoo) == ("cpu", 2, "test")
-        cfg = compose("config", overrides=smoke.nurl_overrides(gpu, "/models/m", 3))
-        assert cfg.pipeline._target_ == "nudgekit.nurl.NuRLTrainer"
-        assert (cfg.model.name_or_path, cfg.model.dtype) == ("/models/m", "bfloat16")
-        assert cfg.trainer.rollout._target_.endswith("vllm_rollouts")  # engine=vllm rollouts
-        assert cfg.trainer.rollout.max_model_len is None
-        assert cfg.budget.steps == 3
+    cfg = compose_cfg(["experiment=grpo_tiny", *smoke.grpo_overrides(gpu, 5)], tiny=False)
+    assert (cfg.model.device, cfg.model.dtype, cfg.pipeline.max_steps) == ("cuda", "bfloat16", 5)
+    cfg = compose_cfg(["experiment=grpo_tiny", *smoke.grpo_overrides(cpu, 2)], tiny=False)
+    assert (cfg.model.device, cfg.pipeline.max_steps, cfg.budget.zoo) == ("cpu", 2, "test")
+    cfg = compose_cfg(smoke.nurl_overrides(gpu, "/models/m", 3), tiny=False)
+    assert cfg.pipeline._target_ == "nudgekit.nurl.NuRLTrainer"
+    assert (cfg.model.name_or_path, cfg.model.dtype) == ("/models/m", "bfloat16")
+    assert cfg.trainer.rollout._target_.endswith("vllm_rollouts")  # engine=vllm rollouts
+    assert cfg.trainer.rollout.max_model_len is None
+    assert cfg.budget.steps == 3
 
 
 def test_a_failed_or_timed_out_check_is_a_fail_line(tmp_path):

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers.config import compose_cfg
 from omegaconf import OmegaConf
 
 from nudgekit import cluster
@@ -42,9 +42,7 @@ needs_plugins = pytest.mark.skipif(not HAVE_PLUGINS, reason="pip install -e '.[l
 
 
 def hydra_cfg(overrides: list[str]):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    return cfg.hydra
+    return compose_cfg(overrides, tiny=False, hydra=True).hydra
 
 
 def slurm_task(**extra: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nudging_support import write_lm
+from helpers.nudging import write_lm
 from transformers import DynamicCache
 
 from nudgekit.inference import lean as lean_module

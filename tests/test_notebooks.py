@@ -16,12 +16,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers.config import compose_cfg
+from helpers.nudging import model_dirs
 from nbclient import NotebookClient
-from nudging_support import model_dirs
 
-import nudgekit.config  # noqa: F401  (the ${nk.*} resolvers compose needs)
 from nudgekit.eval import anatomy
 from nudgekit.eval.runs import read_config, read_jsonl, read_summary
 
@@ -79,7 +77,7 @@ EVAL = ["experiment=nurl_tiny_eval", "debug=tiny"]
 
 
 def nudging_args(pair: dict[str, Path]) -> list[str]:
-    """`nudging_tiny debug=tiny` on the word-writing test pair (tests/nudging_support.py): the
+    """`nudging_tiny debug=tiny` on the word-writing test pair (tests/helpers/nudging.py): the
     zoo's `@test` nudger writes only whitespace, which would leave nothing to dissect."""
     return ["experiment=nudging_tiny", "debug=tiny", f"model.name_or_path={pair['base']}",
             f"pipeline.nudging.name_or_path={pair['small']}", "pipeline.aligned_large=null",
@@ -96,11 +94,7 @@ def inprocess_runs(tmp_path_factory) -> dict[str, Path]:
     jobs = {"nurl": NURL, "eval": EVAL, "sweep/0": [*nudging_args(pair), "decoder.gamma=0.3"],
             "sweep/1": [*nudging_args(pair), "decoder.gamma=0.7"]}
     for name, overrides in jobs.items():
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-            cfg = compose("config", overrides=[*overrides, f"paths.output_dir={root / name}"])
-        run(cfg)
-    GlobalHydra.instance().clear()
+        run(compose_cfg(overrides, tiny=False, output_dir=root / name))
     return {"nurl": root / "nurl", "eval": root / "eval", "sweep": root / "sweep",
             "sweep_env": str(root / "sweep")}
 

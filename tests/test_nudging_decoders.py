@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nudging_support import engine, model_dirs, with_eos_bias, write_lm
+from helpers.nudging import engine, model_dirs, with_eos_bias, write_lm
 
 from nudgekit.errors import NudgekitError
 from nudgekit.inference import RaggedRowCache, SlotsRowCache, SyncRequest, row_cache

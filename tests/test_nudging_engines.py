@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from nudging_support import engine, model_dirs
-from openai_server import OpenAITestServer
+from helpers.config import compose_cfg
+from helpers.nudging import engine, model_dirs
+from helpers.openai_server import OpenAITestServer
 
-import nudgekit.config  # noqa: F401  (resolvers)
 from nudgekit.engines import OpenAIEngine, VLLMEngine
 from nudgekit.errors import NudgekitError
 from nudgekit.eval import EvalPipeline
@@ -27,7 +25,6 @@ from nudgekit.rewards import load_verifier
 from nudgekit.runtime import validate_targets
 from nudgekit.zoo import tiny_problems
 
-ROOT = Path(__file__).resolve().parents[1]
 KW = dict(gamma=0.4, chunk_tokens=8, max_new_tokens=24)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -145,12 +142,8 @@ def test_pipeline_refuses_resident_only_parts_over_other_engines_before_loading(
         )
 
 
-def compose_nudging(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose("config", overrides=["experiment=nudging_tiny", "debug=tiny", *overrides])
-    GlobalHydra.instance().clear()
-    return cfg
+def compose_nudging(overrides: list[str], output_dir: Path | None = None):
+    return compose_cfg(["experiment=nudging_tiny", *overrides], output_dir=output_dir)
 
 
 def test_engine_configs_compose_and_bind():
@@ -172,9 +165,9 @@ def run_nudging_tiny(dirs, run_dir: Path, overrides: list[str]) -> list[dict]:
             "~decoder.batch_size",
             "decoder.chunk_tokens=8",
             "decoder.gamma=0.4",
-            f"paths.output_dir={run_dir}",
             *overrides,
-        ]
+        ],
+        output_dir=run_dir,
     )
     run(cfg)
     return [json.loads(x) for x in (run_dir / "nudging.jsonl").read_text().splitlines()]
@@ -208,24 +201,19 @@ def test_nudging_tiny_over_two_servers_equals_in_process(dirs, tmp_path, monkeyp
 def run_eval_nudging_tiny(dirs, run_dir: Path, overrides: list[str]) -> list[dict]:
     from nudgekit.cli import run
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose(
-            "config",
-            overrides=[
-                "experiment=eval_nudging_tiny",
-                "debug=tiny",
-                f"model.name_or_path={dirs['base']}",
-                f"pipeline.nudging.name_or_path={dirs['small']}",
-                "budget.max_new_tokens=24",
-                "decoder=chunked",
-                "decoder.chunk_tokens=8",
-                "decoder.gamma=0.4",
-                f"paths.output_dir={run_dir}",
-                *overrides,
-            ],
-        )
-    GlobalHydra.instance().clear()
+    cfg = compose_cfg(
+        [
+            "experiment=eval_nudging_tiny",
+            f"model.name_or_path={dirs['base']}",
+            f"pipeline.nudging.name_or_path={dirs['small']}",
+            "budget.max_new_tokens=24",
+            "decoder=chunked",
+            "decoder.chunk_tokens=8",
+            "decoder.gamma=0.4",
+            *overrides,
+        ],
+        output_dir=run_dir,
+    )
     run(cfg)
     return [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
 

@@ -9,12 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers.config import compose_cfg
+from helpers.nudging import model_dirs
 from hydra.utils import instantiate
-from nudging_support import model_dirs
 
-import nudgekit.config  # noqa: F401  (resolvers)
 from nudgekit.errors import NudgekitError
 from nudgekit.models import ChatPrompt, ModelSpec
 from nudgekit.nudging import CachedNudgingDecoder, NudgingPipeline
@@ -29,12 +27,6 @@ DATA = Path(os.environ.get("NUDGEKIT_DATA", ROOT.parent / "shared" / "data"))
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def compose_cfg(overrides: list[str], hydra_node: bool = True):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        return compose("config", overrides=overrides, return_hydra_config=hydra_node)
-
-
 def test_nudging_tiny_end_to_end(tmp_path, tmp_path_factory, monkeypatch):
     """`experiment=nudging_tiny debug=tiny` through the CLI's `run(cfg)`, on the test pair."""
     from nudgekit.cli import run
@@ -44,16 +36,14 @@ def test_nudging_tiny_end_to_end(tmp_path, tmp_path_factory, monkeypatch):
     cfg = compose_cfg(
         [
             "experiment=nudging_tiny",
-            "debug=tiny",
             f"model.name_or_path={dirs['base']}",
             f"pipeline.nudging.name_or_path={dirs['small']}",
             f"pipeline.aligned_large.name_or_path={dirs['large']}",
             "budget.problems=5",
             "budget.max_new_tokens=20",
             "decoder.chunk_tokens=8",
-            f"paths.output_dir={tmp_path}",
         ],
-        hydra_node=False,
+        output_dir=tmp_path,
     )
     accuracy = run(cfg)
     assert accuracy is not None and 0.0 <= accuracy <= 1.0
@@ -165,7 +155,9 @@ def test_real_pairs_fail_fast_without_gpu_or_hub(experiment, monkeypatch):
             "not reachable on the hub",
         ),
     ):
-        cfg = compose_cfg([f"experiment={experiment}", "budget.problems=2", *overrides])
+        cfg = compose_cfg(
+            [f"experiment={experiment}", "budget.problems=2", *overrides], tiny=False, hydra=True
+        )
         start = time.perf_counter()
         with pytest.raises(Exception) as info:
             instantiate(cfg.pipeline)
@@ -176,7 +168,7 @@ def test_real_pairs_fail_fast_without_gpu_or_hub(experiment, monkeypatch):
 
 
 def test_gamma_sweep_covers_point_one_to_point_nine():
-    cfg = compose_cfg(["experiment=nudging_tiny", "sweep=gamma"])
+    cfg = compose_cfg(["experiment=nudging_tiny", "sweep=gamma"], tiny=False, hydra=True)
     values = [float(v) for v in str(cfg.hydra.sweeper.params["decoder.gamma"]).split(",")]
     assert values == [round(0.1 * i, 1) for i in range(1, 10)]
     assert cfg.optimized_metric == "nudging/accuracy"

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from nudging_support import engine, model_dirs
+from helpers.nudging import engine, model_dirs
 
 from nudgekit.inference import RaggedRowCache, SyncRequest, row_cache
 from nudgekit.inference.kvstore import KVStore

@@ -8,28 +8,18 @@ import functools
 import gc
 import importlib.util
 import weakref
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers.config import compose_cfg
 from hydra.utils import instantiate
 
-import nudgekit.config  # noqa: F401  (resolvers)
 from nudgekit.data.problem import Problem
 from nudgekit.engines.hf import HFEngine
 from nudgekit.models import ModelSpec
 from nudgekit.nurl import ChatRenderer, EngineHints, SelfHints
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 PROBLEMS = [Problem("p1", "2 + 3", "5"), Problem("p2", "4 + 4", "8")]
 KW = dict(explain_max_new_tokens=4, hint_max_new_tokens=4, max_attempts=1)
-
-
-def _compose(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose("config", overrides=overrides)
 
 
 class CountingFactory:
@@ -47,7 +37,7 @@ class CountingFactory:
 def test_nurl_qwen_hint_source_builds_no_engine():
     """The hint writer is a factory (vLLM checked, not started); without vLLM the config stops
     at once with the one-line error, before anything loads."""
-    cfg = _compose(["experiment=nurl_qwen"])
+    cfg = compose_cfg(["experiment=nurl_qwen"], tiny=False)
     assert cfg.pipeline.engine._target_ == "nudgekit.rl.rollout_engine.vllm_rollouts"
     if importlib.util.find_spec("vllm") is None:
         with pytest.raises(Exception, match="vllm engine needs"):
@@ -60,13 +50,13 @@ def test_nurl_qwen_hint_source_builds_no_engine():
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
 def test_vllm_rollouts_fail_fast_without_vllm():
-    cfg = _compose(["experiment=grpo_tiny", "engine=vllm"])
+    cfg = compose_cfg(["experiment=grpo_tiny", "engine=vllm"], tiny=False)
     with pytest.raises(Exception, match="vllm engine needs"):
         instantiate(cfg.trainer.rollout)
 
 
 def test_engine_hints_config_engine_is_a_factory():
-    cfg = _compose(["pipeline=hints", "hints=engine"])
+    cfg = compose_cfg(["pipeline=hints", "hints=engine"], tiny=False)
     assert cfg.hints.engine._partial_ is True
 
 

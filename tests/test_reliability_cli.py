@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers.config import compose_cfg
 
 from nudgekit import rundir
 from nudgekit.data import load_problems
@@ -290,19 +289,13 @@ def test_in_process_run_into_a_busy_run_dir_exits_2(tmp_path, capsys) -> None:
 
     holder = hold_lock(tmp_path)
     try:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-            cfg = compose(
-                "config",
-                overrides=["experiment=grpo_tiny", "debug=tiny", f"paths.output_dir={tmp_path}"],
-            )
+        cfg = compose_cfg(["experiment=grpo_tiny"], output_dir=tmp_path)
         with pytest.raises(SystemExit) as info:
             run(cfg)
         assert info.value.code == 2
         assert f"pid {holder.pid}" in capsys.readouterr().err
         assert not (tmp_path / "metrics.jsonl").exists()
     finally:
-        GlobalHydra.instance().clear()
         holder.kill()
         holder.wait()
 

@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +22,6 @@ from nudgekit.errors import NudgekitError
 
 KEY = "sk-probe-0123456789abcdef"  # the API key the engine is given
 ENV = "NUDGEKIT_PROBE_API_KEY"
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 STALL_S = 4.0  # the longest any misbehaving handler keeps a connection open
 
 
@@ -289,15 +287,12 @@ def test_only_retryable_statuses_are_retried(serve, fast_backoff, status, attemp
 
 
 def test_engine_openai_config_binds():
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from helpers.config import compose_cfg
     from hydra.utils import instantiate
 
     from nudgekit.runtime import validate_targets
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=CONF):
-        cfg = compose("config", overrides=["engine=openai"])
+    cfg = compose_cfg(["engine=openai"], tiny=False)
     assert validate_targets(cfg) == []
     assert cfg.engine.model == cfg.model.name_or_path  # what `vllm serve PATH` serves
     engine = instantiate(cfg.engine)

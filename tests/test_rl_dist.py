@@ -131,17 +131,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NO_TORCHRUN = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    import nudgekit.config  # noqa: F401  (resolvers)
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        return compose("config", overrides=overrides, return_hydra_config=True)
-
-
 @pytest.mark.parametrize(
     ("overrides", "target"),
     [
@@ -153,9 +142,11 @@ def _compose(overrides: list[str]):
 )
 def test_nurl_qwen_workflows_compose_and_bind(overrides, target):
     """The commands in nurl_qwen.yaml's header: train, collect hints, train on a hints file."""
+    from helpers.config import compose_cfg
+
     from nudgekit.runtime import validate_targets
 
-    cfg = _compose(["experiment=nurl_qwen", *overrides])
+    cfg = compose_cfg(["experiment=nurl_qwen", *overrides], tiny=False, hydra=True)
     assert cfg.pipeline._target_ == target
     assert validate_targets(cfg) == []
     if target == "nudgekit.nurl.HintsPipeline":

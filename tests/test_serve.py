@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from nudging_support import engine, model_dirs
+from helpers.nudging import engine, model_dirs
 
 from nudgekit.engines import GenerationRequest, OpenAIEngine
 from nudgekit.engines.tokens import prompt_ids

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from nudging_support import model_dirs
+from helpers.nudging import model_dirs
 from test_serve import MODEL, Served
 
 from nudgekit.data import load_benchmark
