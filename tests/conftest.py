@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nudgekit.models.testing import build_tiny_model
+from nudgekit.models.random_init import build_tiny_model
 
 
 @pytest.fixture(scope="session")

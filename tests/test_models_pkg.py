@@ -20,8 +20,8 @@ import torch
 
 from nudgekit.errors import NudgekitError
 from nudgekit.models import load_model, load_tokenizer, resolve_model_path
+from nudgekit.models.random_init import build_tiny_model
 from nudgekit.models.schemes import register_scheme, resolve_scheme, split_scheme
-from nudgekit.models.testing import build_tiny_model
 
 gguf = pytest.importorskip("gguf", reason="the gguf package is not installed (pip install gguf)")
 

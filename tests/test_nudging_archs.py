@@ -1,6 +1,6 @@
 """Nudging on architectures the lean forward does not run, and the text/prompt glue around them.
 
-Random tiny Gemma-2, Gemma-3 (text) and OLMo-2 bases (`models.testing`: sliding windows of 8
+Random tiny Gemma-2, Gemma-3 (text) and OLMo-2 bases (`models.random_init`: sliding windows of 8
 tokens, so every prompt outgrows them; Gemma tokenizers add `<bos>` as real Gemma's do) next to
 a tiny Llama nudger with a chat template:
 
@@ -24,7 +24,7 @@ from nudgekit.engines.hf import HFEngine
 from nudgekit.errors import NudgekitError
 from nudgekit.inference import LeanForward, SyncRequest, row_cache
 from nudgekit.models import ModelSpec, load_model, load_tokenizer
-from nudgekit.models.testing import build_tiny_model, build_tiny_tokenizer
+from nudgekit.models.random_init import build_tiny_model, build_tiny_tokenizer
 from nudgekit.nudging import CachedNudgingDecoder, ChunkedNudgingDecoder, NudgingPrompt
 from nudgekit.nudging.sides import Side
 from nudgekit.nudging.text import PieceStream, encode, pieces, prompt_ids

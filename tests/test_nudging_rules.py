@@ -200,7 +200,7 @@ def test_html_highlights_and_escapes():
 
 
 def test_encode_fast_path_matches_the_tokenizer_call():
-    from nudgekit.models.testing import build_tiny_tokenizer
+    from nudgekit.models.random_init import build_tiny_tokenizer
     from nudgekit.nudging.text import _CHECKS, encode
 
     tok = build_tiny_tokenizer()

@@ -19,7 +19,7 @@ from nudgekit.data.problem import Problem
 from nudgekit.engines.hf import HFEngine
 from nudgekit.errors import NudgekitError
 from nudgekit.models import ChatPrompt, ModelSpec
-from nudgekit.models.testing import build_tiny_model
+from nudgekit.models.random_init import build_tiny_model
 from nudgekit.nurl import HintInjector, HintRecord, HintStore, NuRLTrainer, StoreHints
 from nudgekit.rewards import load_verifier
 from nudgekit.rl.plateau import PlateauDetector

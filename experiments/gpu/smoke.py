@@ -120,7 +120,7 @@ def model_dir(m: Machine) -> tuple[str, str]:
 
     if is_built("tiny-policy"):
         return resolve_model_path("zoo:tiny-policy"), "zoo:tiny-policy"
-    from nudgekit.models.testing import build_tiny_model
+    from nudgekit.models.random_init import build_tiny_model
 
     path = m.out / "random-qwen2"
     if not (path / "config.json").is_file():

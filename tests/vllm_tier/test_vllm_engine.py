@@ -21,7 +21,7 @@ pytest.importorskip("vllm")
 from nudgekit.engines import GenerationRequest, HFEngine, VLLMEngine  # noqa: E402
 from nudgekit.errors import NudgekitError  # noqa: E402
 from nudgekit.models import ModelSpec, load_model, load_tokenizer, resolve_model_path  # noqa: E402
-from nudgekit.models.testing import build_tiny_model  # noqa: E402
+from nudgekit.models.random_init import build_tiny_model  # noqa: E402
 from nudgekit.zoo.prompts import render_chat  # noqa: E402
 from nudgekit.zoo.registry import is_built  # noqa: E402
 from nudgekit.zoo.tasks import chains  # noqa: E402

@@ -1,4 +1,7 @@
-"""Tiny random-init models for tests: a real HF checkpoint on disk in well under a second.
+"""Tiny random-init checkpoints: a real HF checkpoint on disk in well under a second.
+
+Used by the tests and by the GPU smoke script (`experiments/gpu/smoke.py`), whose vLLM checks
+fall back to a random Qwen2 on a machine where no zoo model is built.
 
 `build_tiny_model` trains a small byte-level BPE tokenizer with `tokenizers` on a few sentences
 (every byte is in the alphabet, so any text round-trips), wraps it as a
