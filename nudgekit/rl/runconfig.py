@@ -292,6 +292,7 @@ RUN_KEYS = (
     "mini_batches",
     "advantage_scale",
     "mask_truncated",
+    "tis_cap",
     "seed",
 )
 
