@@ -27,7 +27,7 @@ PROBLEMS = 8
 def _command(model_dir: Path, ckpt: Path, run: Path, seed: int = 0) -> list[str]:
     return [
         sys.executable, "run.py", "experiment=nurl_tiny", "debug=tiny", "model=local",
-        f"model.name_or_path={model_dir}", "reward.name=tests.rl_helpers.rewards:char_parity",
+        f"model.name_or_path={model_dir}", "reward.name=tests.helpers.rl.rewards:char_parity",
         "hints=oracle", "hints.leak_filter=null", f"budget.problems={PROBLEMS}", "budget.hard_train=0",
         f"pipeline.stage1_max_steps={STAGE1}", f"pipeline.stage2_steps={STAGE2}",
         "pipeline.filter_n=2", "pipeline.prompts_per_step=4", "pipeline.micro_batch_size=8",

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from rl_helpers.build import make_trainer
+from helpers.rl.build import make_trainer
 from transformers import get_linear_schedule_with_warmup
 
 from nudgekit.errors import NudgekitError
@@ -37,7 +37,7 @@ from nudgekit.rl.manifest import MANIFEST
 from nudgekit.rl.runconfig import changed_keys, check_resume
 
 ROOT = Path(__file__).resolve().parents[1]
-HELPERS = ROOT / "tests" / "rl_helpers"
+HELPERS = ROOT / "tests" / "helpers" / "rl"
 # the lr decays linearly to 0 over 10 optimizer steps: after k steps it is lr * (10 - k) / 10
 SCHEDULE = functools.partial(
     get_linear_schedule_with_warmup, num_warmup_steps=0, num_training_steps=10
@@ -312,7 +312,7 @@ def _cli(model_dir: Path, ckpt: Path, run: Path, *overrides: str) -> subprocess.
         "debug=tiny",
         "model=local",
         f"model.name_or_path={model_dir}",
-        "reward.name=tests.rl_helpers.rewards:char_parity",
+        "reward.name=tests.helpers.rl.rewards:char_parity",
         "pipeline.train_problems.level=1",
         "pipeline.val_every=0",
         "pipeline.prompts_per_step=4",

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKER = ROOT / "tests" / "rl_helpers" / "train_worker.py"
+WORKER = ROOT / "tests" / "helpers" / "rl" / "train_worker.py"
 
 
 def _free_port() -> int:
@@ -44,7 +44,7 @@ def _run_worker(model_dir: Path, run_dir: Path, out: Path, stage: int) -> None:
 @pytest.fixture(scope="module")
 def single_process(tiny_qwen_dir, tmp_path_factory):
     """The reference: the same run in this process with the plain torch backend."""
-    from rl_helpers.build import equivalence_kwargs, make_trainer
+    from helpers.rl.build import equivalence_kwargs, make_trainer
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

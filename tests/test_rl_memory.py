@@ -207,7 +207,7 @@ def test_peak_rss_of_forward_and_backward_is_a_fraction_of_the_fp32_path():
 def _update_grads(model_dir, checkpointing: bool):
     """One real GRPO step of the trainer; returns its loss and the summed parameter gradients
     of the update's backward passes (captured by parameter hooks)."""
-    from rl_helpers.build import make_trainer
+    from helpers.rl.build import make_trainer
 
     trainer = make_trainer(
         model_dir,
@@ -294,7 +294,7 @@ def test_deepspeed_bf16_step_on_cpu_keeps_fp32_master_weights(tiny_qwen_dir, tmp
         "PYTHONPATH": str(ROOT),
         "OMP_NUM_THREADS": "1",
     }
-    worker = ROOT / "tests" / "rl_helpers" / "bf16_worker.py"
+    worker = ROOT / "tests" / "helpers" / "rl" / "bf16_worker.py"
     out = subprocess.run(
         [sys.executable, str(worker), str(tiny_qwen_dir), str(tmp_path)],
         env=env,
@@ -314,7 +314,7 @@ def test_deepspeed_bf16_step_on_cpu_keeps_fp32_master_weights(tiny_qwen_dir, tmp
 
 
 def test_keep_last_k_and_weights_only_checkpoints(tiny_qwen_dir, tmp_path):
-    from rl_helpers.build import make_trainer
+    from helpers.rl.build import make_trainer
     from transformers import AutoModelForCausalLM
 
     with pytest.raises(NudgekitError, match="keep_checkpoints must be >= 1"):

@@ -20,7 +20,7 @@ STEPS = 12
 def _command(model_dir: Path, ckpt: Path, run: Path) -> list[str]:
     return [
         sys.executable, "run.py", "experiment=grpo_tiny", "debug=tiny", "model=local",
-        f"model.name_or_path={model_dir}", "reward.name=tests.rl_helpers.rewards:char_parity",
+        f"model.name_or_path={model_dir}", "reward.name=tests.helpers.rl.rewards:char_parity",
         "pipeline.train_problems.level=1", f"pipeline.max_steps={STEPS}", "pipeline.save_every=2",
         "pipeline.val_every=0", "pipeline.prompts_per_step=4", "pipeline.micro_batch_size=4",
         "pipeline.num_threads=1", "pipeline.export=false", "pipeline.optimizer.lr=3e-3",

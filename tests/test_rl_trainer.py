@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from rl_helpers.build import make_trainer
+from helpers.rl.build import make_trainer
 
 from nudgekit.errors import NudgekitError
 from nudgekit.rl import Rollout, collate, token_logprobs

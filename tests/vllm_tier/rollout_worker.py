@@ -19,7 +19,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from rl_helpers.build import make_trainer  # noqa: E402
+from helpers.rl.build import make_trainer  # noqa: E402
 from vllm_tier.rollout_helpers import probe_prompts, vllm_engine_factory, weight_gap  # noqa: E402
 
 from nudgekit.rl import DeepSpeedBackend  # noqa: E402

@@ -22,7 +22,7 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from rl_helpers.build import make_trainer  # noqa: E402
+from helpers.rl.build import make_trainer  # noqa: E402
 from vllm_tier.rollout_helpers import (  # noqa: E402
     build_policy,
     probe_prompts,

@@ -1,5 +1,5 @@
 """Build a small GRPO trainer on a tiny model: shared by the in-process tests and the torchrun
-worker (`tests/rl_helpers/train_worker.py`), so both sides run exactly the same configuration."""
+worker (`tests/helpers/rl/train_worker.py`), so both sides run exactly the same configuration."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """One-process DeepSpeed worker for the planted-pickle probe (`test_reliability_checkpoints`).
 
     DS_ACCELERATOR=cpu RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=<port> \
-        python tests/rl_helpers/ds_planted_worker.py MODEL_DIR RUN_DIR MARKER
+        python tests/helpers/rl/ds_planted_worker.py MODEL_DIR RUN_DIR MARKER
 
 Trains one GRPO step under ZeRO-2 (world size 1) and checkpoints it, replaces DeepSpeed's
 model-states file with a pickle whose `__reduce__` creates MARKER (as an attacker with write
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from nudgekit.rl import DeepSpeedBackend  # noqa: E402
-from tests.rl_helpers.build import make_trainer  # noqa: E402
+from tests.helpers.rl.build import make_trainer  # noqa: E402
 
 NEW_LR = 1e-3  # the checkpoint was trained with 3e-3
 

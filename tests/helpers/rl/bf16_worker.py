@@ -1,7 +1,7 @@
 """One-process DeepSpeed ZeRO-2 worker for the bf16 probe (`tests/test_rl_memory.py`).
 
     DS_ACCELERATOR=cpu RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=<port> \
-        python tests/rl_helpers/bf16_worker.py MODEL_DIR RUN_DIR
+        python tests/helpers/rl/bf16_worker.py MODEL_DIR RUN_DIR
 
 Loads the policy in bf16, trains one GRPO step under ZeRO-2 and prints one JSON line: whether
 DeepSpeed's bf16 is on, the dtypes of the module's and the optimizer's (master) weights, how far
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from nudgekit.models import ChatPrompt, ModelSpec  # noqa: E402
 from nudgekit.rl import DeepSpeedBackend  # noqa: E402
-from tests.rl_helpers.build import make_trainer  # noqa: E402
+from tests.helpers.rl.build import make_trainer  # noqa: E402
 
 
 def main() -> None:

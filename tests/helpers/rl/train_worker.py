@@ -1,6 +1,6 @@
 """torchrun worker for the DeepSpeed equivalence test: train a tiny GRPO run, save final weights.
 
-    DS_ACCELERATOR=cpu torchrun --nproc_per_node=2 tests/rl_helpers/train_worker.py \
+    DS_ACCELERATOR=cpu torchrun --nproc_per_node=2 tests/helpers/rl/train_worker.py \
         MODEL_DIR RUN_DIR OUT.pt --stage 2 [--steps 2]
 
 Rank 0 writes the full final weights to OUT.pt (gathered under ZeRO-3).
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from nudgekit.rl import DeepSpeedBackend, TorchBackend  # noqa: E402
-from tests.rl_helpers.build import equivalence_kwargs, make_trainer  # noqa: E402
+from tests.helpers.rl.build import equivalence_kwargs, make_trainer  # noqa: E402
 
 
 def main() -> None:

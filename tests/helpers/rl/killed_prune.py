@@ -1,6 +1,6 @@
 """A prune killed half-way: save two checkpoints with `keep=1`, SIGKILL at the first file deletion.
 
-    python tests/rl_helpers/killed_prune.py CHECKPOINT_DIR
+    python tests/helpers/rl/killed_prune.py CHECKPOINT_DIR
 
 The second save prunes `step-000001`; an audit hook (`sys.addaudithook`) arms when
 `shutil.rmtree` starts on a path naming that checkpoint and kills this process with SIGKILL at
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from nudgekit.rl import CheckpointManager, TorchBackend  # noqa: E402
 
