@@ -151,9 +151,12 @@ def test_nurl_qwen_workflows_compose_and_bind(overrides, target):
     assert validate_targets(cfg) == []
     if target == "nudgekit.nurl.HintsPipeline":
         assert cfg.pipeline.problems.source == "hiyouga/math12k"
-        assert cfg.pipeline.source._target_ == "nudgekit.nurl.EngineHints"
+        # the starting policy writes the hints through a vLLM engine built for the collection
+        assert cfg.pipeline.source._target_ == "nudgekit.nurl.SelfHints"
+        assert cfg.pipeline.source.engine._target_ == "nudgekit.engines.vllm.vllm_factory"
     else:
         assert cfg.trainer.deepspeed.zero_stage == 2
+        assert cfg.pipeline.engine._target_ == "nudgekit.rl.rollout_engine.vllm_rollouts"
     if "hints=file" in overrides:
         assert cfg.hints._target_ == "nudgekit.nurl.FileHints"
 
@@ -198,6 +201,7 @@ def test_nurl_qwen_trains_two_steps_in_one_process(tiny_qwen_dir, tmp_path):
         f"model.name_or_path={tiny_qwen_dir}",
         "model.dtype=float32",
         "model.device=cpu",
+        "engine=hf",  # nurl_qwen's default is vLLM rollouts
         "logger=disabled",
         "data=tiny",
         "hints=oracle",
