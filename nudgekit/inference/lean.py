@@ -2,8 +2,8 @@
 `transformers` forward, without its per-module Python.
 
 For small models on a CPU (the tiny world), a `transformers` forward costs its module calls,
-hooks, output capturing and mask building far more than its arithmetic: a 4-layer, 192-wide model
-spends ~5 ms per decode step of which ~1 ms is matrix work. `LeanForward` reads the model's own
+hooks, output capturing and mask building far more than its arithmetic (a decode step is mostly
+that overhead; numbers in experiments/bench/README.md). `LeanForward` reads the model's own
 weight tensors (no copies, so it always sees the current weights and costs no memory) and runs
 each layer as a handful of tensor operations, with a boolean attention mask built directly from a
 2-D padding mask. Numerics are the model's up to floating-point summation order (tests compare logits

@@ -31,7 +31,7 @@ def encode(tokenizer: Any, text: str, add_special_tokens: bool = False) -> list[
     """Token ids of `text`, exactly as `tokenizer(text, add_special_tokens=...)` gives them.
 
     The decoders encode the shared text every round, and `PreTrainedTokenizerFast.__call__`
-    costs ~0.4 ms of Python; its Rust backend answers in microseconds. The backend is used once it
+    costs far more Python than its Rust backend's own call. The backend is used once it
     has agreed with `__call__` on the first few texts of that tokenizer (it never disagrees for
     the tokenizers we know; a tokenizer whose Python side adds behaviour falls back for good).
     """

@@ -78,7 +78,7 @@ def start_run(
     Raises:
         NudgekitError: when W&B cannot start (bad settings, no API key online, no network).
     """
-    import wandb  # lazily: importing wandb takes ~1.5 s and disabled mode never needs it
+    import wandb  # lazily: importing wandb is slow and disabled mode never needs it
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if mode == "offline":
@@ -114,7 +114,7 @@ def finish_run(run: Any, exit_code: int = 0, flush_timeout_s: float = 5.0) -> No
 
     ``Run.finish`` (wandb 0.31) only *publishes* the final "finish" message to wandb-core and
     returns; core closes the run's stream, and flushes the ``.wandb`` file, a moment later
-    (measured: the file was still a 7-byte header right after ``finish`` in 1 of 15 runs). We
+    (the file can still be a bare header right after ``finish``). We
     poll core's per-run log for the line it writes once the stream is closed, so that whoever
     reads or syncs the run after `Tracker.finish` sees all of it. If the line never comes (a
     future wandb wording), we give up after ``flush_timeout_s``: at worst a short delay.
@@ -142,8 +142,8 @@ def _disable_wandb_analytics() -> None:
 
     wandb 0.31 records init telemetry through a process-wide recorder built from the global
     settings (not the run's ``mode``), whose exporter thread POSTs to the W&B server even for an
-    offline run (seen with strace; where DNS fails fast it costs ~1 s at exit, where packets are
-    silently dropped up to its 10 s HTTP timeout). Process-wide, and only W&B's own analytics
+    offline run (seen with strace; it delays the exit, up to its 10 s HTTP timeout where packets
+    are silently dropped). Process-wide, and only W&B's own analytics
     (never run data). Absent in other wandb versions: then a no-op.
     """
     try:
