@@ -48,6 +48,22 @@ def test_nurl_qwen_hint_source_builds_no_engine():
     assert isinstance(source.engine_factory, functools.partial)  # built only by collect
 
 
+def test_rollout_engine_follows_the_engine_choice():
+    """engine=vllm selects vLLM rollouts (nurl_qwen's settings resolved into them); engine=hf
+    gives the hf rollouts untouched by those settings."""
+    from omegaconf import OmegaConf
+
+    qwen = OmegaConf.to_container(compose_cfg(["experiment=nurl_qwen"], tiny=False).trainer.rollout, resolve=True)
+    assert qwen["_target_"] == "nudgekit.rl.rollout_engine.vllm_rollouts"
+    assert (qwen["dtype"], qwen["max_model_len"], qwen["sleep_mode"]) == ("bfloat16", 8192, True)
+    plain = OmegaConf.to_container(
+        compose_cfg(["experiment=grpo_tiny", "engine=vllm"], tiny=False).trainer.rollout, resolve=True)
+    assert (plain["dtype"], plain["sleep_mode"], plain["llm_kwargs"]) == (None, False, {})
+    hf = compose_cfg(["experiment=nurl_qwen", "engine=hf"], tiny=False)
+    assert OmegaConf.to_container(hf.pipeline.engine, resolve=True) == {
+        "_target_": "nudgekit.engines.HFEngine", "_partial_": True, "max_batch_size": 128}
+
+
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
 def test_vllm_rollouts_fail_fast_without_vllm():
     cfg = compose_cfg(["experiment=grpo_tiny", "engine=vllm"], tiny=False)
