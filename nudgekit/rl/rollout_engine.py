@@ -24,11 +24,27 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from nudgekit.rl import dist
+
+
+class RolloutEngine(Protocol):
+    """What the trainer asks of the engine that samples from the live policy."""
+
+    syncs_weights: bool  # holds its own copy of the weights (pushed after every update)
+
+    def generate(self, requests: list[Any]) -> list[Any]: ...
+
+    def generation(self, backend: Any) -> contextlib.AbstractContextManager: ...
+
+    def before_update(self) -> None: ...
+
+    def after_update(self, backend: Any) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class LiveEngine:
@@ -135,7 +151,7 @@ def generating(engine: Any, backend: Any) -> contextlib.AbstractContextManager:
     return own(backend) if callable(own) else backend.generation()
 
 
-def build(factory: Callable[..., Any], module: torch.nn.Module, tokenizer: Any) -> Any:
+def build(factory: Callable[..., Any], module: torch.nn.Module, tokenizer: Any) -> RolloutEngine:
     """Call the trainer's engine factory; wrap a plain engine as a `LiveEngine`."""
     engine = factory(model=module, tokenizer=tokenizer)
     return engine if hasattr(engine, "after_update") else LiveEngine(engine)
@@ -178,7 +194,6 @@ def _gathered(params: list[torch.nn.Parameter], zero3: bool) -> contextlib.Abstr
     import deepspeed
 
     return deepspeed.zero.GatheredParameters(params)
-
 
 
 def vllm_rollouts(spec: Any, **kwargs: Any) -> Callable[..., VLLMRollouts]:
