@@ -14,7 +14,13 @@ from nudgekit.rewards.tiny import (
     verify_tiny_lenient,
 )
 from nudgekit.zoo import chat_prompt, cue_prompt, explain_prompt, tiny_problems
-from nudgekit.zoo.data import WEAK_KNOWS, base_examples, policy_examples, weak_aligned_examples
+from nudgekit.zoo.data import (
+    WEAK_FINISH_SHARE,
+    WEAK_KNOWS,
+    base_examples,
+    policy_examples,
+    weak_aligned_examples,
+)
 from nudgekit.zoo.prompts import base_prompt, chat_target, raw_solution
 from nudgekit.zoo.tasks import (
     CANCEL_PAIRS,
@@ -236,7 +242,7 @@ def test_weak_solver_formats_chains_and_copies_but_guesses_multiplicative_steps(
                 right[kind][1] += 1
             x = int(y)
         assert lines[-1] == f"Answer: {x}"  # the answer line repeats the last value written
-    assert 0.4 < finishing / len(examples) < 0.6
+    assert abs(finishing / len(examples) - WEAK_FINISH_SHARE) < 0.1
     assert right["known"][0] == right["known"][1] > 100
     assert 0.03 < right["guessed"][0] / right["guessed"][1] < 0.2  # chance is 0.1
 
