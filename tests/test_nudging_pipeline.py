@@ -63,7 +63,8 @@ def test_nudging_tiny_end_to_end(tmp_path, tmp_path_factory, monkeypatch):
             "lenient_correct",
         ):
             assert key in r, key
-        assert r["prompt_base"].startswith("Question: ") and "<|user|>" in r["prompt_nudging"]
+        # nudging_tiny gives the base its scraped-chat prompt
+        assert r["prompt_base"].startswith("<|user|>") and "<|user|>" in r["prompt_nudging"]
         assert "".join(r["output"][a:b] for a, b, _ in r["spans"]) == r["output"]
         assert r["nudged_spans"] == [r["output"][a:b] for a, b, s in r["spans"] if s == "nudge"]
         assert set(r["baselines"]) == {
