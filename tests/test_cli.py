@@ -19,12 +19,16 @@ needs_data = pytest.mark.skipif(
 
 def run_cli(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ)
-    env.update({
-        "WANDB_DIR": str(tmp_path), "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
-        "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
-        "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"), "WANDB_SILENT": "true",
-        "HF_HUB_OFFLINE": "1",
-    })
+    env.update(
+        {
+            "WANDB_DIR": str(tmp_path),
+            "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
+            "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
+            "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
+            "WANDB_SILENT": "true",
+            "HF_HUB_OFFLINE": "1",
+        }
+    )
     cmd = [sys.executable, "run.py", *args, f"hydra.run.dir={tmp_path / 'run'}"]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -44,11 +48,19 @@ def assert_one_line_error(out: subprocess.CompletedProcess, *needles: str) -> st
 @needs_data
 @pytest.mark.parametrize("benchmark", ["gsm8k", "math500"])
 def test_eval_on_real_benchmark_writes_wandb_and_jsonl(tmp_path, tiny_qwen_dir, benchmark):
-    out = run_cli([
-        f"experiment=eval_{benchmark}", f"model.name_or_path={tiny_qwen_dir}", "logger=wandb",
-        "budget.problems=3", "eval.n=2", "eval.temperature=1.0", "budget.max_new_tokens=6",
-        "eval.k=[1,2]",
-    ], tmp_path)
+    out = run_cli(
+        [
+            f"experiment=eval_{benchmark}",
+            f"model.name_or_path={tiny_qwen_dir}",
+            "logger=wandb",
+            "budget.problems=3",
+            "eval.n=2",
+            "eval.temperature=1.0",
+            "budget.max_new_tokens=6",
+            "eval.k=[1,2]",
+        ],
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "run"
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -65,8 +77,9 @@ def test_eval_on_real_benchmark_writes_wandb_and_jsonl(tmp_path, tiny_qwen_dir, 
 
 
 def test_dry_run_prints_plan_and_loads_nothing(tmp_path):
-    out = run_cli(["experiment=eval_gsm8k", "model.name_or_path=/no/such/model", "dry_run=true"],
-                  tmp_path)
+    out = run_cli(
+        ["experiment=eval_gsm8k", "model.name_or_path=/no/such/model", "dry_run=true"], tmp_path
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "/no/such/model" in out.stdout and "every _target_ binds" in out.stdout
 
@@ -74,28 +87,46 @@ def test_dry_run_prints_plan_and_loads_nothing(tmp_path):
 def gsm8k_rows(tmp_path) -> str:
     """Two GSM8K-format rows in a local file, so these tests never need ../shared/data."""
     path = tmp_path / "rows.jsonl"
-    path.write_text('{"question": "1+1?", "answer": "#### 2"}\n{"question": "2+2?", "answer": "#### 4"}\n')
+    path.write_text(
+        '{"question": "1+1?", "answer": "#### 2"}\n{"question": "2+2?", "answer": "#### 4"}\n'
+    )
     return f"data.path={path}"
 
 
 def test_unknown_model_path_is_one_line(tmp_path):
-    out = run_cli(["experiment=eval_gsm8k", "model.name_or_path=/no/such/model-dir",
-                   gsm8k_rows(tmp_path), "budget.problems=2"], tmp_path)
+    out = run_cli(
+        [
+            "experiment=eval_gsm8k",
+            "model.name_or_path=/no/such/model-dir",
+            gsm8k_rows(tmp_path),
+            "budget.problems=2",
+        ],
+        tmp_path,
+    )
     assert_one_line_error(out, "/no/such/model-dir")
 
 
 def test_unknown_verifier_is_one_line(tmp_path, tiny_qwen_dir):
-    out = run_cli(["experiment=eval_gsm8k", f"model.name_or_path={tiny_qwen_dir}",
-                   gsm8k_rows(tmp_path), "reward.name=no_such_verifier", "budget.problems=2"],
-                  tmp_path)
+    out = run_cli(
+        [
+            "experiment=eval_gsm8k",
+            f"model.name_or_path={tiny_qwen_dir}",
+            gsm8k_rows(tmp_path),
+            "reward.name=no_such_verifier",
+            "budget.problems=2",
+        ],
+        tmp_path,
+    )
     assert_one_line_error(out, "no_such_verifier", "gsm8k")
 
 
 def test_malformed_dataset_row_is_one_line(tmp_path, tiny_qwen_dir):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "1+1?", "answer": "#### 2"}\n{"question": "2+2?"}\n')
-    out = run_cli(["experiment=eval_gsm8k", f"model.name_or_path={tiny_qwen_dir}",
-                   f"data.path={bad}"], tmp_path)
+    out = run_cli(
+        ["experiment=eval_gsm8k", f"model.name_or_path={tiny_qwen_dir}", f"data.path={bad}"],
+        tmp_path,
+    )
     assert_one_line_error(out, "bad.jsonl", "row 2", "answer")
 
 

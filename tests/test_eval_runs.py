@@ -36,11 +36,14 @@ def test_runs_from_env_prefers_the_variable_else_the_newest_runs(tmp_path, monke
     make_run(tmp_path / "outputs/other/runs/c", {}, now + 100)
     monkeypatch.delenv("NK_TEST_RUNS", raising=False)
     assert runs_from_env("NK_TEST_RUNS", tmp_path / "outputs", "summary.json", task="t") == [new]
-    assert runs_from_env("NK_TEST_RUNS", tmp_path / "outputs", "summary.json", task="t",
-                         latest=2) == [old, new]
+    assert runs_from_env(
+        "NK_TEST_RUNS", tmp_path / "outputs", "summary.json", task="t", latest=2
+    ) == [old, new]
     monkeypatch.setenv("NK_TEST_RUNS", f"{old},{tmp_path / 'outputs/other'}")
     assert runs_from_env("NK_TEST_RUNS", tmp_path / "nowhere", "summary.json") == [
-        old, tmp_path / "outputs/other/runs/c"]
+        old,
+        tmp_path / "outputs/other/runs/c",
+    ]
     monkeypatch.setenv("NK_TEST_RUNS", "outputs/t/runs/b")  # relative: from the repo (root/..)
     assert runs_from_env("NK_TEST_RUNS", tmp_path / "outputs", "summary.json") == [new]
     monkeypatch.setenv("NK_TEST_RUNS", str(tmp_path / "empty"))
@@ -66,7 +69,8 @@ def test_read_table_reads_what_the_tracker_wrote(tmp_path):
     tracker.log_table("nurl/hint_decisions", [{"status": "hinted", "post_pass_rate": 0.5}], step=3)
     tracker.finish()
     assert read_table(tmp_path, "nurl/hint_decisions") == [
-        {"step": 3, "status": "hinted", "post_pass_rate": 0.5}]
+        {"step": 3, "status": "hinted", "post_pass_rate": 0.5}
+    ]
     assert read_table(tmp_path, "never/logged") == []
 
 
@@ -81,12 +85,23 @@ DECISIONS = [
 
 def test_decisions_by_step_counts_statuses_and_averages_hinted_groups():
     rows = hinting.decisions_by_step(DECISIONS)
-    assert rows[0] == {"step": 1, "gated": 2, "hinted": 1, "no_hint": 1, "too_long": 0,
-                       "pre_pass_rate": 0.0, "post_pass_rate": 0.25}
+    assert rows[0] == {
+        "step": 1,
+        "gated": 2,
+        "hinted": 1,
+        "no_hint": 1,
+        "too_long": 0,
+        "pre_pass_rate": 0.0,
+        "post_pass_rate": 0.25,
+    }
     assert rows[1]["hinted"] == 2 and rows[1]["too_long"] == 1
     assert rows[1]["post_pass_rate"] == pytest.approx(0.5)
-    assert hinting.decisions_by_step([{"step": 4, "status": "no_hint", "pre_pass_rate": 0.0,
-                                       "post_pass_rate": 0.0}])[0]["post_pass_rate"] is None
+    assert (
+        hinting.decisions_by_step(
+            [{"step": 4, "status": "no_hint", "pre_pass_rate": 0.0, "post_pass_rate": 0.0}]
+        )[0]["post_pass_rate"]
+        is None
+    )
 
 
 def test_hinted_outcomes_split_signal_from_still_zero_and_solved():
@@ -100,20 +115,39 @@ def test_hinted_outcomes_split_signal_from_still_zero_and_solved():
 
 
 def test_signal_by_step_keeps_training_steps_only():
-    metrics = [{"step": 0, "val/pass@1": 0.1},
-               {"step": 1, "nurl/groups_hinted": 2.0, "nurl/frac_reward_zero_std_before": 0.5,
-                "nurl/frac_reward_zero_std_after": 0.25}]
+    metrics = [
+        {"step": 0, "val/pass@1": 0.1},
+        {
+            "step": 1,
+            "nurl/groups_hinted": 2.0,
+            "nurl/frac_reward_zero_std_before": 0.5,
+            "nurl/frac_reward_zero_std_after": 0.25,
+        },
+    ]
     rows = hinting.signal_by_step(metrics)
     assert len(rows) == 1 and rows[0]["step"] == 1 and rows[0]["groups_hinted"] == 2.0
     assert rows[0]["frac_reward_zero_std_after"] == 0.25 and rows[0]["hinted_pass_rate"] is None
 
 
-@pytest.mark.parametrize("word,kind", [
-    ("7", "number"), ("-12,", "number"), ("3.5", "number"), ("\\boxed{42}", "number"),
-    ("tpl", "operator"), ("+", "operator"), ("=", "operator"), ("minus", "operator"),
-    ("Answer:", "format"), ("do", "format"), ("The", "format"), ("Therefore,", "format"),
-    ("apples", "other"), ("x7y", "other"),
-])
+@pytest.mark.parametrize(
+    "word,kind",
+    [
+        ("7", "number"),
+        ("-12,", "number"),
+        ("3.5", "number"),
+        ("\\boxed{42}", "number"),
+        ("tpl", "operator"),
+        ("+", "operator"),
+        ("=", "operator"),
+        ("minus", "operator"),
+        ("Answer:", "format"),
+        ("do", "format"),
+        ("The", "format"),
+        ("Therefore,", "format"),
+        ("apples", "other"),
+        ("x7y", "other"),
+    ],
+)
 def test_word_type(word, kind):
     assert anatomy.word_type(word) == kind
 
@@ -147,10 +181,14 @@ def test_type_and_position_tables_from_both_record_layouts():
 
 
 def test_gamma_table_sorts_and_reads_both_pipelines():
-    nudging = ({"decoder": {"gamma": 0.7}},
-               {"nudging/accuracy": 0.4, "nudging/nudge_token_share": 0.3})
-    evals = ({"pipeline": {"decoder": {"gamma": 0.2}}},
-             {"eval/pass@1": 0.1, "nudging/nudge_token_share": 0.05})
+    nudging = (
+        {"decoder": {"gamma": 0.7}},
+        {"nudging/accuracy": 0.4, "nudging/nudge_token_share": 0.3},
+    )
+    evals = (
+        {"pipeline": {"decoder": {"gamma": 0.2}}},
+        {"eval/pass@1": 0.1, "nudging/nudge_token_share": 0.05},
+    )
     table = anatomy.gamma_table([nudging, evals])
     assert [r["gamma"] for r in table] == [0.2, 0.7]
     assert table[0]["accuracy"] == 0.1 and table[1]["nudge_token_share"] == 0.3

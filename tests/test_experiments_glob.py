@@ -17,8 +17,15 @@ TINY = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*_tiny.yaml")
 @pytest.mark.slow
 def test_every_tiny_experiment_runs_in_one_multirun(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
-    cmd = [sys.executable, "run.py", "-m", "experiment=glob(*_tiny)", "debug=tiny",
-           "logger=disabled", f"hydra.sweep.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "run.py",
+        "-m",
+        "experiment=glob(*_tiny)",
+        "debug=tiny",
+        "logger=disabled",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stderr[-4000:]
     assert len(TINY) >= 4, TINY

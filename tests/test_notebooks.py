@@ -47,8 +47,12 @@ def execute(nb: nbformat.NotebookNode, env: dict[str, str] | None = None) -> nbf
     saved = dict(os.environ)
     os.environ.update(env or {})
     try:
-        client = NotebookClient(nb, kernel_name=KERNEL, timeout=300,
-                                resources={"metadata": {"path": str(ROOT / "notebooks")}})
+        client = NotebookClient(
+            nb,
+            kernel_name=KERNEL,
+            timeout=300,
+            resources={"metadata": {"path": str(ROOT / "notebooks")}},
+        )
         return client.execute()
     finally:
         os.environ.clear()
@@ -56,19 +60,29 @@ def execute(nb: nbformat.NotebookNode, env: dict[str, str] | None = None) -> nbf
 
 
 def texts(nb: nbformat.NotebookNode) -> str:
-    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                     for o in c.outputs if o.output_type == "stream")
+    return "\n".join(
+        o.get("text", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "stream"
+    )
 
 
 def images(nb: nbformat.NotebookNode) -> int:
-    return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
-               for o in c.outputs)
+    return sum(
+        "image/png" in o.get("data", {})
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
 
 
 def test_the_python3_kernel_is_this_interpreter():
     """In a fresh clone the `python3` kernelspec must start this venv's Python (with nudgekit)."""
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import sys, nudgekit; print(sys.prefix)")])
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("import sys, nudgekit; print(sys.prefix)")]
+    )
     assert texts(execute(nb)).strip() == sys.prefix
 
 
@@ -79,9 +93,16 @@ EVAL = ["experiment=nurl_tiny_eval", "debug=tiny"]
 def nudging_args(pair: dict[str, Path]) -> list[str]:
     """`nudging_tiny debug=tiny` on the word-writing test pair (tests/helpers/nudging.py): the
     zoo's `@test` nudger writes only whitespace, which would leave nothing to dissect."""
-    return ["experiment=nudging_tiny", "debug=tiny", f"model.name_or_path={pair['base']}",
-            f"pipeline.nudging.name_or_path={pair['small']}", "pipeline.aligned_large=null",
-            "pipeline.baselines=[base_only]", "budget.max_new_tokens=16", "decoder.chunk_tokens=8"]
+    return [
+        "experiment=nudging_tiny",
+        "debug=tiny",
+        f"model.name_or_path={pair['base']}",
+        f"pipeline.nudging.name_or_path={pair['small']}",
+        "pipeline.aligned_large=null",
+        "pipeline.baselines=[base_only]",
+        "budget.max_new_tokens=16",
+        "decoder.chunk_tokens=8",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -91,12 +112,20 @@ def inprocess_runs(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("notebook_runs_inprocess")
     pair = model_dirs(tmp_path_factory)
-    jobs = {"nurl": NURL, "eval": EVAL, "sweep/0": [*nudging_args(pair), "decoder.gamma=0.3"],
-            "sweep/1": [*nudging_args(pair), "decoder.gamma=0.7"]}
+    jobs = {
+        "nurl": NURL,
+        "eval": EVAL,
+        "sweep/0": [*nudging_args(pair), "decoder.gamma=0.3"],
+        "sweep/1": [*nudging_args(pair), "decoder.gamma=0.7"],
+    }
     for name, overrides in jobs.items():
         run(compose_cfg(overrides, tiny=False, output_dir=root / name))
-    return {"nurl": root / "nurl", "eval": root / "eval", "sweep": root / "sweep",
-            "sweep_env": str(root / "sweep")}
+    return {
+        "nurl": root / "nurl",
+        "eval": root / "eval",
+        "sweep": root / "sweep",
+        "sweep_env": str(root / "sweep"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +136,31 @@ def cli_runs(tmp_path_factory) -> dict[str, Path]:
     jobs = {
         "nurl": [*NURL, f"hydra.run.dir={root / 'nurl'}"],
         "eval": [*EVAL, f"hydra.run.dir={root / 'eval'}"],
-        "sweep": ["-m", *nudging_args(pair), "decoder.gamma=0.3,0.7",
-                  f"hydra.sweep.dir={root / 'sweep'}"],
+        "sweep": [
+            "-m",
+            *nudging_args(pair),
+            "decoder.gamma=0.3,0.7",
+            f"hydra.sweep.dir={root / 'sweep'}",
+        ],
     }
-    env = {**os.environ, "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
-           "OMP_NUM_THREADS": "1"}
-    procs = {name: subprocess.Popen([sys.executable, "run.py", *args], cwd=ROOT, env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for name, args in jobs.items()}
+    env = {
+        **os.environ,
+        "WANDB_SILENT": "true",
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "1",
+    }
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "run.py", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, args in jobs.items()
+    }
     for name, proc in procs.items():
         _, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, (name, err[-3000:])
@@ -127,9 +173,13 @@ RUNS = ["inprocess_runs", pytest.param("cli_runs", marks=pytest.mark.slow)]
 @pytest.mark.parametrize("runs", RUNS)
 def test_nurl_upper_bound_notebook(runs, request):
     debug_runs = request.getfixturevalue(runs)
-    nb = execute(nbformat.read(ROOT / "notebooks" / "nurl_upper_bound.ipynb", as_version=4),
-                 {"NUDGEKIT_EVAL_RUNS": str(debug_runs["eval"]),
-                  "NUDGEKIT_NURL_RUN": str(debug_runs["nurl"])})
+    nb = execute(
+        nbformat.read(ROOT / "notebooks" / "nurl_upper_bound.ipynb", as_version=4),
+        {
+            "NUDGEKIT_EVAL_RUNS": str(debug_runs["eval"]),
+            "NUDGEKIT_NURL_RUN": str(debug_runs["nurl"]),
+        },
+    )
     out = texts(nb)
     assert images(nb) >= 3
     summary = read_summary(debug_runs["eval"])
@@ -148,9 +198,13 @@ def test_nudging_anatomy_notebook(runs, request):
     debug_runs = request.getfixturevalue(runs)
     sweep = debug_runs["sweep"]
     # in process: the sweep named by folder; through run.py: found from the run's multirun
-    nb = execute(nbformat.read(ROOT / "notebooks" / "nudging_anatomy.ipynb", as_version=4),
-                 {"NUDGEKIT_NUDGING_RUN": str(sweep / "0"),
-                  "NUDGEKIT_NUDGING_RUNS": debug_runs["sweep_env"]})
+    nb = execute(
+        nbformat.read(ROOT / "notebooks" / "nudging_anatomy.ipynb", as_version=4),
+        {
+            "NUDGEKIT_NUDGING_RUN": str(sweep / "0"),
+            "NUDGEKIT_NUDGING_RUNS": debug_runs["sweep_env"],
+        },
+    )
     out = texts(nb)
     assert images(nb) >= 2
     ws = anatomy.all_words(read_jsonl(sweep / "0" / "nudging.jsonl"))

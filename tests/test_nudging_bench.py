@@ -53,16 +53,24 @@ def test_speed_ratios_cover_every_batch_size():
     pairs = nudging_speed.ratio_pairs([1, 16, 64])
     ref = nudging_speed.REF
     assert pairs["reference time / cached b64 time"] == (ref, "cached, batch 64", False)
-    assert pairs["cached b64 / cached b1 throughput"] == ("cached, batch 64", "cached, batch 1", True)
+    assert pairs["cached b64 / cached b1 throughput"] == (
+        "cached, batch 64",
+        "cached, batch 1",
+        True,
+    )
     assert pairs["cached b1 / base-only generate b1 throughput"][1] == (
-        "base-only model.generate, batch 1")
+        "base-only model.generate, batch 1"
+    )
     assert nudging_speed.parse_args([]).batches == [1, 16]
 
 
 def test_decoders_only_runs_report_no_base_only_ratio():
     pairs = nudging_speed.ratio_pairs([16, 64], base_only=False)
-    assert set(pairs) == {"reference time / cached b16 time", "reference time / cached b64 time",
-                          "cached b64 / cached b16 throughput"}
+    assert set(pairs) == {
+        "reference time / cached b16 time",
+        "reference time / cached b64 time",
+        "cached b64 / cached b16 throughput",
+    }
     assert nudging_speed.parse_args(["--no-base-only"]).no_base_only
 
 

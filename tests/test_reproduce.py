@@ -70,9 +70,11 @@ def test_keys_cover_the_composed_config_and_the_code(tmp_path):
     (tmp_path / "nudgekit" / "a.py").write_text("X = 1\n")
     (tmp_path / "run.py").write_text("print()\n")
     train = Stage("nurl_tiny_s0", ("experiment=nurl_tiny", "seed=0"))
-    evals = Stage("eval_nurl_tiny_s0", ("experiment=nurl_tiny_eval",
-                                       f"model.name_or_path={RUN_REF % 'nurl_tiny_s0'}/policy"),
-                  ("nurl_tiny_s0",))
+    evals = Stage(
+        "eval_nurl_tiny_s0",
+        ("experiment=nurl_tiny_eval", f"model.name_or_path={RUN_REF % 'nurl_tiny_s0'}/policy"),
+        ("nurl_tiny_s0",),
+    )
     sweep = Stage("ablation", ("experiment=nurl_tiny", "sweep=nurl_gate"), multirun=True)
     stages = [train, evals, sweep]
     before = stage_keys(stages, fingerprint=Fingerprint(tmp_path))
@@ -132,13 +134,25 @@ def test_scheduler_order_concurrency_and_cache(tmp_path):
 def test_failure_stops_dependants_only_and_resume_reruns_unfinished(tmp_path):
     res, lines = run(diamond(fail="b"), tmp_path)
     status = {n: r.status for n, r in res.items()}
-    assert status == {"a": "done", "b": "failed", "c": "done", "d": "skipped", "e": "done",
-                      "f": "done"}
+    assert status == {
+        "a": "done",
+        "b": "failed",
+        "c": "done",
+        "d": "skipped",
+        "e": "done",
+        "f": "done",
+    }
     assert res["b"].returncode == 3 and any(str(res["b"].log) in ln for ln in lines)
     # fixing b changes b's key and d's; a, c, e, f come from the cache
     res2, _ = run(diamond(), tmp_path)
     assert {n: r.status for n, r in res2.items()} == {
-        "a": "cached", "b": "done", "c": "cached", "d": "done", "e": "cached", "f": "cached"}
+        "a": "cached",
+        "b": "done",
+        "c": "cached",
+        "d": "done",
+        "e": "cached",
+        "f": "cached",
+    }
     # a stage killed midway leaves no DONE marker: it (and only it) runs again
     (res2["f"].run_dir / DONE_FILE).unlink()
     res3, _ = run(diamond(), tmp_path)
@@ -146,8 +160,11 @@ def test_failure_stops_dependants_only_and_resume_reruns_unfinished(tmp_path):
 
 
 def test_two_slot_stage_runs_alone(tmp_path):
-    st = [Stage("big", ("0.3", "ok"), slots=2), Stage("x", ("0.3", "ok")),
-          Stage("y", ("0.3", "ok"))]
+    st = [
+        Stage("big", ("0.3", "ok"), slots=2),
+        Stage("x", ("0.3", "ok")),
+        Stage("y", ("0.3", "ok")),
+    ]
     res, _ = run(st, tmp_path)
     t = {n: json.loads((r.run_dir / "times.json").read_text()) for n, r in res.items()}
     big = t["big"]
@@ -175,12 +192,17 @@ def test_stage_list(profile):
     assert len(evals) == has_grpo + len(p.nurl_seeds) + len(p.continued_seeds)
     for e in evals:
         assert f"model.name_or_path={RUN_REF % e.deps[0]}/policy" in e.args
-    ablations = {"ablation_nurl_gate", "ablation_nurl_hint_type", "ablation_nurl_source",
-                 "ablation_nurl_hinted"}
+    ablations = {
+        "ablation_nurl_gate",
+        "ablation_nurl_hint_type",
+        "ablation_nurl_source",
+        "ablation_nurl_hinted",
+    }
     has_gamma = p.groups is None or "gamma" in p.groups
     has_ablations = p.groups is None or "ablation" in p.groups
     assert {s.name for s in st if s.multirun} == (ablations if has_ablations else set()) | (
-        {"nudging_gamma"} if has_gamma else set())
+        {"nudging_gamma"} if has_gamma else set()
+    )
     if p.groups is not None:  # a restricted profile keeps exactly its groups
         assert {s.group for s in st} == set(p.groups)
 
@@ -197,7 +219,8 @@ def test_nurl_hard_profile_trains_both_methods_on_the_same_set():
     for seed in (0, 1, 2):
         nurl, cont = st[f"nurl_tiny_s{seed}"], st[f"grpo_tiny_continued_s{seed}"]
         assert [a for a in nurl.args if a.startswith("budget.")] == [
-            a for a in cont.args if a.startswith("budget.")]
+            a for a in cont.args if a.startswith("budget.")
+        ]
         assert "budget.hard_train=256" in nurl.args and f"eval_nurl_tiny_s{seed}" in st
     assert not any(s.multirun for s in st.values()) and "grpo_tiny" not in st
 
@@ -205,8 +228,11 @@ def test_nurl_hard_profile_trains_both_methods_on_the_same_set():
 def test_runpy_command_resolves_run_dirs(tmp_path):
     st = {s.name: s for s in build_stages("full")}
     cmd = runpy_command("py")
-    dirs = {"nurl_tiny_s0": tmp_path / "n0", "eval_nurl_tiny_s0": tmp_path / "e0",
-            "nudging_gamma": tmp_path / "g"}
+    dirs = {
+        "nurl_tiny_s0": tmp_path / "n0",
+        "eval_nurl_tiny_s0": tmp_path / "e0",
+        "nudging_gamma": tmp_path / "g",
+    }
     ev = cmd(st["eval_nurl_tiny_s0"], dirs["eval_nurl_tiny_s0"], dirs)
     assert ev[:2] == ["py", "run.py"] and f"model.name_or_path={tmp_path / 'n0'}/policy" in ev
     assert ev[-1] == f"hydra.run.dir={tmp_path / 'e0'}"
@@ -218,13 +244,30 @@ def test_runpy_command_resolves_run_dirs(tmp_path):
 def test_tiny_profile_end_to_end_twice(tmp_path):
     """The whole stage list under debug=tiny, then again from the cache."""
     env = {**os.environ, "NUDGEKIT_CACHE": os.environ.get("NUDGEKIT_CACHE", str(tmp_path / "c"))}
-    cmd = [sys.executable, "-m", "nudgekit.reproduce", "--profile", "tiny", "--root",
-           str(tmp_path / "r"), "--results", str(tmp_path / "res")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nudgekit.reproduce",
+        "--profile",
+        "tiny",
+        "--root",
+        str(tmp_path / "r"),
+        "--results",
+        str(tmp_path / "res"),
+    ]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     res = tmp_path / "res"
-    for f in ("README.md", "tinyworld.md", "grpo.md", "nurl.md", "nudging.md", "pass_at_k.png",
-              "learning_signal.png", "nudging_gamma.png"):
+    for f in (
+        "README.md",
+        "tinyworld.md",
+        "grpo.md",
+        "nurl.md",
+        "nudging.md",
+        "pass_at_k.png",
+        "learning_signal.png",
+        "nudging_gamma.png",
+    ):
         assert (res / f).is_file() and (res / f).stat().st_size > 100, f
     nurl = (res / "nurl.md").read_text()
     assert "no result" not in nurl and "pass@16" in nurl and "GRPO-continued" in nurl
@@ -257,24 +300,47 @@ def test_writer_tables_from_run_dirs(tmp_path):
         if name.startswith(("nurl_tiny_s", "grpo_tiny_continued_s")):
             after = 0.25 if name.startswith("nurl") else 0.75  # zero-std share: signal 0.75 / 0.25
             rows = [{"step": 1, "nurl/stage": 1, "train/frac_reward_zero_std": 0.9}]
-            rows += [{"step": s, "nurl/stage": 2, "train/frac_reward_zero_std": after,
-                      "nurl/frac_reward_zero_std_before": 0.75,
-                      "nurl/frac_reward_zero_std_after": after} for s in (2, 3)]
+            rows += [
+                {
+                    "step": s,
+                    "nurl/stage": 2,
+                    "train/frac_reward_zero_std": after,
+                    "nurl/frac_reward_zero_std_before": 0.75,
+                    "nurl/frac_reward_zero_std_after": after,
+                }
+                for s in (2, 3)
+            ]
             if name == "nurl_tiny_s1":  # a run with the current keys: the signals as logged
-                rows = [{**r, "nurl/signal_unhinted": 0.125, "nurl/signal_mixed": 0.5,
-                         "train/reward": 0.25, "train/reward_mixed": 0.75} for r in rows]
+                rows = [
+                    {
+                        **r,
+                        "nurl/signal_unhinted": 0.125,
+                        "nurl/signal_mixed": 0.5,
+                        "train/reward": 0.25,
+                        "train/reward_mixed": 0.75,
+                    }
+                    for r in rows
+                ]
             _write(dirs[name] / "metrics.jsonl", rows)
             # the detector may fire again in stage 2: the table shows where stage 2 began
-            _write(dirs[name] / "summary.json", {"train/plateau_step": 3.0,
-                                                 "nurl/stage2_start": 1.0,
-                                                 "nurl/stage1_plateau": float("s1" in name)})
+            _write(
+                dirs[name] / "summary.json",
+                {
+                    "train/plateau_step": 3.0,
+                    "nurl/stage2_start": 1.0,
+                    "nurl/stage1_plateau": float("s1" in name),
+                },
+            )
     for i, g in enumerate(("0.1", "0.5")):
         job = dirs["nudging_gamma"] / str(i)
-        _write(job / "summary.json", {"nudging/accuracy": 0.1 * (i + 1),
-                                      "nudging/nudge_token_share": 0.3 + i})
+        _write(
+            job / "summary.json",
+            {"nudging/accuracy": 0.1 * (i + 1), "nudging/nudge_token_share": 0.3 + i},
+        )
         (job / ".hydra").mkdir()
         (job / ".hydra" / "overrides.yaml").write_text(
-            f"- decoder.gamma={g}\n- experiment=nudging_tiny\n")
+            f"- decoder.gamma={g}\n- experiment=nudging_tiny\n"
+        )
     res = {n: StageResult(n, "cached", d, tmp_path / "x.log") for n, d in dirs.items()}
     res["nudging_tiny"].status = "failed"
     out = {p.name for p in write_results(res, st, tmp_path / "res", profile="tiny")}

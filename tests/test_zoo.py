@@ -177,11 +177,15 @@ def test_policy_training_data_never_sees_hard_problems_or_unhinted_level_4_5():
         q = re.search(r"Start \d: [a-z ]+", prompt).group(0).strip()
         chain = parse_question(q)
         assert split_of(chain) in ("train", "hard_train")  # never val, test or hard
-        if len(chain.ops) == 5:  # level 5: read the cue, or explain / write the cue given the answer
+        if (
+            len(chain.ops) == 5
+        ):  # level 5: read the cue, or explain / write the cue given the answer
             level5 += 1
             cue = chain.question + "\nHint: " + hints(chain)["abstract"]
             given = f"{chain.question}\nAnswer: {chain.answer}\n"
-            assert cue in prompt or (given in prompt and ("Explain:" in prompt or "hint:" in prompt))
+            assert cue in prompt or (
+                given in prompt and ("Explain:" in prompt or "hint:" in prompt)
+            )
             continue
         solving = "Explain:" not in prompt and "Abstract hint:" not in prompt
         if solving and "Hint: " not in prompt:

@@ -30,31 +30,58 @@ def trl_vllm_worker(work: Work, out_dir: str, gpu_memory_utilization: float = 0.
 
     rows = work.prompts * work.group_size
     args = GRPOConfig(
-        output_dir=out_dir, bf16=False, report_to="none", save_strategy="no", logging_steps=1,
-        max_steps=work.warmup + work.steps, seed=work.seed, learning_rate=work.lr,
-        adam_beta1=0.9, adam_beta2=0.99, weight_decay=0.0, lr_scheduler_type="constant",
-        warmup_steps=0, max_grad_norm=1.0, per_device_train_batch_size=work.micro_batch_size,
+        output_dir=out_dir,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        max_steps=work.warmup + work.steps,
+        seed=work.seed,
+        learning_rate=work.lr,
+        adam_beta1=0.9,
+        adam_beta2=0.99,
+        weight_decay=0.0,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_grad_norm=1.0,
+        per_device_train_batch_size=work.micro_batch_size,
         gradient_accumulation_steps=rows // work.micro_batch_size,
-        num_generations=work.group_size, max_completion_length=work.max_new_tokens,
-        temperature=1.0, top_p=1.0, top_k=0, num_iterations=1, beta=0.0, loss_type="dapo",
-        epsilon=0.2, scale_rewards="group", dataloader_num_workers=0,
-        use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=gpu_memory_utilization,
+        num_generations=work.group_size,
+        max_completion_length=work.max_new_tokens,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        num_iterations=1,
+        beta=0.0,
+        loss_type="dapo",
+        epsilon=0.2,
+        scale_rewards="group",
+        dataloader_num_workers=0,
+        use_vllm=True,
+        vllm_mode="colocate",
+        vllm_gpu_memory_utilization=gpu_memory_utilization,
     )
     times: list[dict[str, float]] = []
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, *_: Any, **__: Any) -> None:
-            times.append({"start": time.perf_counter(), "cpu": time.process_time(),
-                          "generate_s": 0.0})
+            times.append(
+                {"start": time.perf_counter(), "cpu": time.process_time(), "generate_s": 0.0}
+            )
 
         def on_step_end(self, *_: Any, **__: Any) -> None:
             times[-1]["step_s"] = time.perf_counter() - times[-1]["start"]
             times[-1]["cpu_s"] = time.process_time() - times[-1]["cpu"]
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    trainer = GRPOTrainer(model=model, reward_funcs=tiny_reward, args=args, train_dataset=data,
-                          processing_class=AutoTokenizer.from_pretrained(path),
-                          callbacks=[StepTimer()])
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=tiny_reward,
+        args=args,
+        train_dataset=data,
+        processing_class=AutoTokenizer.from_pretrained(path),
+        callbacks=[StepTimer()],
+    )
     generate = trainer._generate_and_score_completions
 
     def timed_generate(*a: Any, **k: Any) -> Any:
@@ -65,7 +92,14 @@ def trl_vllm_worker(work: Work, out_dir: str, gpu_memory_utilization: float = 0.
 
     trainer._generate_and_score_completions = timed_generate
     trainer.train()
-    steps = [{"step_s": t["step_s"], "cpu_s": t["cpu_s"], "generate_s": t["generate_s"],
-              "update_s": t["step_s"] - t["generate_s"], "sync_s": None}
-             for t in times[work.warmup:]]
+    steps = [
+        {
+            "step_s": t["step_s"],
+            "cpu_s": t["cpu_s"],
+            "generate_s": t["generate_s"],
+            "update_s": t["step_s"] - t["generate_s"],
+            "sync_s": None,
+        }
+        for t in times[work.warmup :]
+    ]
     return {"steps": steps, "peak_rss_mb": peak_rss_mb()}

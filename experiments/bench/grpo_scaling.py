@@ -55,10 +55,18 @@ def rows_of(runs: dict[str, list[dict]], configs: dict[str, tuple[int, int]]) ->
     for name, (g, length) in configs.items():
         m = summarise(runs[name], ("step_s", "generate_s", "update_s", "tokens"))
         tokens = m["tokens"]
-        rows.append({"G": g, "max_new_tokens": length, "step_s": m["step_s"],
-                     "generate_s": m["generate_s"], "update_s": m["update_s"],
-                     "tokens": tokens, "ms/token": 1000 * m["step_s"] / tokens,
-                     "peak_rss_mb": m["peak_rss_mb"]})
+        rows.append(
+            {
+                "G": g,
+                "max_new_tokens": length,
+                "step_s": m["step_s"],
+                "generate_s": m["generate_s"],
+                "update_s": m["update_s"],
+                "tokens": tokens,
+                "ms/token": 1000 * m["step_s"] / tokens,
+                "peak_rss_mb": m["peak_rss_mb"],
+            }
+        )
     return rows
 
 
@@ -74,13 +82,17 @@ def main() -> None:
     if a.worker:
         g, length, force = a.worker
         return emit(worker(replace(work, group_size=g, max_new_tokens=length), bool(force)))
-    sweeps = {"G": {f"G={g}": (int(g), 64) for g in a.groups.split(",")},
-              "length": {f"L={n}": (8, int(n)) for n in a.lengths.split(",")}}
+    sweeps = {
+        "G": {f"G={g}": (int(g), 64) for g in a.groups.split(",")},
+        "length": {f"L={n}": (8, int(n)) for n in a.lengths.split(",")},
+    }
     out: dict[str, Any] = {}
     for sweep, configs in sweeps.items():
         force = int(sweep == "length")
-        sides = {k: [str(g), str(n), str(force), "--steps", str(a.steps)]
-                 for k, (g, n) in configs.items()}
+        sides = {
+            k: [str(g), str(n), str(force), "--steps", str(a.steps)]
+            for k, (g, n) in configs.items()
+        }
         runs = alternate(SCRIPT, sides, a.rounds)
         rows = rows_of(runs, configs)
         print(f"\nstep time vs {sweep} (medians; force_length={bool(force)})")

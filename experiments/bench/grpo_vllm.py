@@ -59,8 +59,7 @@ def worker(work: Work, engine: str) -> dict[str, Any]:
     if engine == "vllm":
         spec = ModelSpec(str(resolve(work.model)))
         # the GPU share TRL's colocate side gets too (ignored by the CPU build)
-        overrides["engine"] = functools.partial(VLLMRollouts, spec=spec,
-                                                gpu_memory_utilization=0.3)
+        overrides["engine"] = functools.partial(VLLMRollouts, spec=spec, gpu_memory_utilization=0.3)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = nudgekit_trainer(work, run_dir, **overrides)
         syncs: list[float] = []
@@ -73,7 +72,7 @@ def worker(work: Work, engine: str) -> dict[str, Any]:
 
         trainer.train_step = timed_step
         out = time_nudgekit(work, trainer)
-        for s, sync in zip(out["steps"], syncs[work.warmup:]):
+        for s, sync in zip(out["steps"], syncs[work.warmup :]):
             s["sync_s"] = sync
         trainer.cleanup()
     return out
@@ -107,14 +106,21 @@ def main() -> None:
     from nudgekit.config import cache_root
 
     os.environ.setdefault("NUDGEKIT_CACHE", str(cache_root()))
-    common = ["--steps", str(args.steps), "--max-new-tokens", str(args.max_new_tokens),
-              "--model", args.model]
+    common = [
+        "--steps",
+        str(args.steps),
+        "--max-new-tokens",
+        str(args.max_new_tokens),
+        "--model",
+        args.model,
+    ]
     sides = {name: ["--engine", name, *common] for name in args.sides.split(",")}
     runs = alternate(SCRIPT, sides, args.rounds)
     summary = {name: summarise(r, KEYS) for name, r in runs.items()}
     ratios = paired_ratios(runs["vllm"], runs["hf"]) if {"vllm", "hf"} <= set(runs) else []
-    rows = [{"side": name, **{k: summary[name][k] for k in (*KEYS, "peak_rss_mb")}}
-            for name in sides]
+    rows = [
+        {"side": name, **{k: summary[name][k] for k in (*KEYS, "peak_rss_mb")}} for name in sides
+    ]
     print(table(rows))
     print(f"vllm / hf step time, per round: {', '.join(f'{r:.2f}' for r in ratios)}")
     trl = paired_ratios(runs["vllm"], runs["trl-vllm"]) if {"vllm", "trl-vllm"} <= set(runs) else []
@@ -123,10 +129,18 @@ def main() -> None:
     import vllm
 
     name = "grpo_vllm" + (f"_{args.tag}" if args.tag else "")
-    path = write_json(name, work, {"vllm": vllm.__version__, "summary": summary,
-                                   "ratio_vllm_over_hf_rounds": ratios,
-                                   "ratio_vllm_over_trl_vllm_rounds": trl, "runs": runs,
-                                   "work_args": asdict(work)})
+    path = write_json(
+        name,
+        work,
+        {
+            "vllm": vllm.__version__,
+            "summary": summary,
+            "ratio_vllm_over_hf_rounds": ratios,
+            "ratio_vllm_over_trl_vllm_rounds": trl,
+            "runs": runs,
+            "work_args": asdict(work),
+        },
+    )
     print(f"wrote {path}")
 
 

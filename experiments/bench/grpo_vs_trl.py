@@ -65,22 +65,43 @@ def trl_worker(work: Work, out_dir: str) -> dict[str, Any]:
 
     rows = work.prompts * work.group_size
     args = GRPOConfig(
-        output_dir=out_dir, use_cpu=True, bf16=False, report_to="none", save_strategy="no",
-        logging_steps=1, max_steps=work.warmup + work.steps, seed=work.seed,
-        learning_rate=work.lr, adam_beta1=0.9, adam_beta2=0.99, weight_decay=0.0,
-        lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0,
+        output_dir=out_dir,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        max_steps=work.warmup + work.steps,
+        seed=work.seed,
+        learning_rate=work.lr,
+        adam_beta1=0.9,
+        adam_beta2=0.99,
+        weight_decay=0.0,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_grad_norm=1.0,
         per_device_train_batch_size=work.micro_batch_size,
         gradient_accumulation_steps=rows // work.micro_batch_size,
-        num_generations=work.group_size, max_completion_length=work.max_new_tokens,
-        temperature=1.0, top_p=1.0, top_k=0, num_iterations=1, beta=0.0, loss_type="dapo",
-        epsilon=0.2, scale_rewards="group", use_vllm=False, dataloader_num_workers=0,
+        num_generations=work.group_size,
+        max_completion_length=work.max_new_tokens,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        num_iterations=1,
+        beta=0.0,
+        loss_type="dapo",
+        epsilon=0.2,
+        scale_rewards="group",
+        use_vllm=False,
+        dataloader_num_workers=0,
     )
     times: list[dict[str, float]] = []
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, *_: Any, **__: Any) -> None:
-            times.append({"start": time.perf_counter(), "cpu": time.process_time(),
-                          "generate_s": 0.0})
+            times.append(
+                {"start": time.perf_counter(), "cpu": time.process_time(), "generate_s": 0.0}
+            )
 
         def on_step_end(self, *_: Any, **__: Any) -> None:
             times[-1]["step_s"] = time.perf_counter() - times[-1]["start"]
@@ -92,9 +113,14 @@ def trl_worker(work: Work, out_dir: str) -> dict[str, Any]:
                 times[-1]["tokens"] = float(logs["completions/mean_length"]) * rows
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    trainer = GRPOTrainer(model=model, reward_funcs=tiny_reward, args=args, train_dataset=data,
-                          processing_class=AutoTokenizer.from_pretrained(path),
-                          callbacks=[StepTimer()])
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=tiny_reward,
+        args=args,
+        train_dataset=data,
+        processing_class=AutoTokenizer.from_pretrained(path),
+        callbacks=[StepTimer()],
+    )
     generate = trainer._generate_and_score_completions
 
     def timed_generate(*a: Any, **k: Any) -> Any:
@@ -105,9 +131,17 @@ def trl_worker(work: Work, out_dir: str) -> dict[str, Any]:
 
     trainer._generate_and_score_completions = timed_generate
     trainer.train()
-    steps = [{"step_s": t["step_s"], "cpu_s": t["cpu_s"], "threads": t["threads"],
-              "generate_s": t["generate_s"], "tokens": t.get("tokens"),
-              "update_s": t["step_s"] - t["generate_s"]} for t in times[work.warmup:]]
+    steps = [
+        {
+            "step_s": t["step_s"],
+            "cpu_s": t["cpu_s"],
+            "threads": t["threads"],
+            "generate_s": t["generate_s"],
+            "tokens": t.get("tokens"),
+            "update_s": t["step_s"] - t["generate_s"],
+        }
+        for t in times[work.warmup :]
+    ]
     return {"steps": steps, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -123,8 +157,11 @@ def worker(side: str, work: Work) -> None:
 def parse() -> tuple[argparse.Namespace, Work]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
-    ap.add_argument("--sides", default="nudgekit,trl",
-                    help=f"comma list of {','.join(SIDES)} (nudgekit-full: no prompt sharing)")
+    ap.add_argument(
+        "--sides",
+        default="nudgekit,trl",
+        help=f"comma list of {','.join(SIDES)} (nudgekit-full: no prompt sharing)",
+    )
     ap.add_argument("--rounds", type=int, default=2, help="A B rounds (subprocess runs per side)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per run (after 1 warm-up)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
@@ -132,13 +169,22 @@ def parse() -> tuple[argparse.Namespace, Work]:
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--tag", default="", help="suffix of the JSON file name")
     a = ap.parse_args()
-    return a, Work(group_size=a.group_size, prompts=a.prompts, max_new_tokens=a.max_new_tokens,
-                   steps=a.steps)
+    return a, Work(
+        group_size=a.group_size, prompts=a.prompts, max_new_tokens=a.max_new_tokens, steps=a.steps
+    )
 
 
 def work_args(work: Work) -> list[str]:
-    return ["--steps", str(work.steps), "--max-new-tokens", str(work.max_new_tokens),
-            "--group-size", str(work.group_size), "--prompts", str(work.prompts)]
+    return [
+        "--steps",
+        str(work.steps),
+        "--max-new-tokens",
+        str(work.max_new_tokens),
+        "--group-size",
+        str(work.group_size),
+        "--prompts",
+        str(work.prompts),
+    ]
 
 
 def main() -> None:
@@ -155,13 +201,20 @@ def main() -> None:
     for other in sides[1:]:
         ratios[f"{sides[0]}/{other}"] = paired_ratios(runs[sides[0]], runs[other])
         ratios[f"{sides[0]}/{other} cpu"] = paired_ratios(runs[sides[0]], runs[other], "cpu_s")
-        rows.append({"side": f"{sides[0]} / {other}",
-                     **{k: float(med[sides[0]][k] / med[other][k]) for k in med[other]}})
+        rows.append(
+            {
+                "side": f"{sides[0]} / {other}",
+                **{k: float(med[sides[0]][k] / med[other][k]) for k in med[other]},
+            }
+        )
     print(table(rows))
     for name, values in ratios.items():
         print(f"per-round step ratios {name}: {[round(r, 3) for r in values]}")
-    path = write_json("grpo_vs_trl" + (f"_{a.tag}" if a.tag else ""), work,
-                      {"medians": med, "paired_step_ratios": ratios, "runs": runs})
+    path = write_json(
+        "grpo_vs_trl" + (f"_{a.tag}" if a.tag else ""),
+        work,
+        {"medians": med, "paired_step_ratios": ratios, "runs": runs},
+    )
     print(f"wrote {path}")
 
 

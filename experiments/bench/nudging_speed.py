@@ -177,9 +177,12 @@ def ratio_pairs(batches: list[int], base_only: bool = True) -> dict[str, tuple[s
     for b in (1, 16):
         if b in batches and base_only:
             for side in ("generate", "hf engine"):
-                base = ("base-only model.generate" if side == "generate" else "base-only hf engine")
+                base = "base-only model.generate" if side == "generate" else "base-only hf engine"
                 out[f"cached b{b} / base-only {side} b{b} throughput"] = (
-                    cached_name(b), f"{base}, batch {b}", True)
+                    cached_name(b),
+                    f"{base}, batch {b}",
+                    True,
+                )
     return out
 
 
@@ -192,10 +195,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--gamma", type=float, default=0.3)
     ap.add_argument("--chunk-tokens", type=int, default=16)
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 16],
-                    help="batch sizes of the cached decoder (each its own run)")
-    ap.add_argument("--no-base-only", action="store_true",
-                    help="skip the base-only runs (long question lists: the decoders only)")
+    ap.add_argument(
+        "--batches",
+        type=int,
+        nargs="+",
+        default=[1, 16],
+        help="batch sizes of the cached decoder (each its own run)",
+    )
+    ap.add_argument(
+        "--no-base-only",
+        action="store_true",
+        help="skip the base-only runs (long question lists: the decoders only)",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (all runs)")
     ap.add_argument("--tag", default="", help="suffix of the results file")

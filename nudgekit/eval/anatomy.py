@@ -19,14 +19,16 @@ NUMBER = re.compile(r"[-+]?\d+([.,/]\d+)*[.,:;]?")
 # the tiny world's operations (`nudgekit.zoo.tasks.OPS`; not imported, so that this module stays
 # light: a test keeps the two in step)
 TINY_OPS = frozenset({"inc", "dec", "dbl", "tpl", "neg", "flp"})
-OPERATORS = {"+", "-", "*", "/", "=", "×", "÷", "^", "%", "mod", "plus", "minus", "times"} | TINY_OPS
-FORMAT_WORDS = {"answer", "question", "start", "do", "step", "the", "is", "so", "therefore",
-                "final", "thus", "then", "we", "first", "next", "finally", "result", "boxed"}
+OPERATORS = set("+ - * / = × ÷ ^ % mod plus minus times".split()) | TINY_OPS
+FORMAT_WORDS = set(
+    "answer question start do step the is so therefore final thus then we first next finally"
+    " result boxed".split()
+)
 WORD_TYPES = ("number", "operator", "format", "other")
 
 
 def word_type(word: str) -> str:
-    """"number", "operator" (arithmetic symbols and tiny-world operations), "format" (answer
+    """One of "number", "operator" (arithmetic symbols and tiny-world operations), "format" (answer
     scaffolding: "Answer:", "do", "The", ...) or "other"."""
     if NUMBER.fullmatch(word) or ("\\boxed{" in word and any(c.isdigit() for c in word)):
         return "number"
@@ -45,8 +47,15 @@ def words(text: str, spans: Sequence[Sequence]) -> list[dict]:
     out = []
     for i, m in enumerate(found):
         source = next((s[2] for s in spans if s[0] <= m.start() < s[1]), "base")
-        out.append({"word": m.group(), "source": source, "type": word_type(m.group()),
-                    "index": i, "position": i / len(found)})
+        out.append(
+            {
+                "word": m.group(),
+                "source": source,
+                "type": word_type(m.group()),
+                "index": i,
+                "position": i / len(found),
+            }
+        )
     return out
 
 
@@ -68,13 +77,21 @@ def all_words(rows: Iterable[dict]) -> list[dict]:
 def by_type(ws: Sequence[dict]) -> list[dict]:
     """Per word type: words, nudged words, share of that type's words that were nudged, and the
     type's share of all nudged words."""
-    total, nudged = Counter(w["type"] for w in ws), Counter(w["type"] for w in ws
-                                                             if w["source"] == NUDGE)
+    total, nudged = (
+        Counter(w["type"] for w in ws),
+        Counter(w["type"] for w in ws if w["source"] == NUDGE),
+    )
     all_nudged = sum(nudged.values())
-    return [{"type": t, "words": total[t], "nudged": nudged[t],
-             "nudged_share": nudged[t] / total[t] if total[t] else 0.0,
-             "share_of_nudged": nudged[t] / all_nudged if all_nudged else 0.0}
-            for t in WORD_TYPES]
+    return [
+        {
+            "type": t,
+            "words": total[t],
+            "nudged": nudged[t],
+            "nudged_share": nudged[t] / total[t] if total[t] else 0.0,
+            "share_of_nudged": nudged[t] / all_nudged if all_nudged else 0.0,
+        }
+        for t in WORD_TYPES
+    ]
 
 
 def by_position(ws: Sequence[dict], bins: int = 5) -> list[dict]:
@@ -85,9 +102,17 @@ def by_position(ws: Sequence[dict], bins: int = 5) -> list[dict]:
         b = min(int(w["position"] * bins), bins - 1)
         total[b] += 1
         nudged[b] += w["source"] == NUDGE
-    return [{"bin": b, "from": b / bins, "to": (b + 1) / bins, "words": total[b],
-             "nudged": nudged[b], "nudged_share": nudged[b] / total[b] if total[b] else 0.0}
-            for b in range(bins)]
+    return [
+        {
+            "bin": b,
+            "from": b / bins,
+            "to": (b + 1) / bins,
+            "words": total[b],
+            "nudged": nudged[b],
+            "nudged_share": nudged[b] / total[b] if total[b] else 0.0,
+        }
+        for b in range(bins)
+    ]
 
 
 def top_nudged(ws: Sequence[dict], n: int = 15) -> list[tuple[str, int]]:
@@ -100,10 +125,13 @@ def gamma_row(config: dict, summary: dict) -> dict:
     `nudging/accuracy`; a nudged eval: `eval/pass@1`)."""
     decoder = config.get("decoder") or config.get("pipeline", {}).get("decoder") or {}
     accuracy = summary.get("nudging/accuracy", summary.get("eval/pass@1"))
-    return {"gamma": float(decoder["gamma"]), "accuracy": accuracy,
-            "nudge_token_share": summary.get("nudging/nudge_token_share"),
-            "base_only": summary.get("base_only/accuracy"),
-            "nudger_only": summary.get("nudger_only/accuracy")}
+    return {
+        "gamma": float(decoder["gamma"]),
+        "accuracy": accuracy,
+        "nudge_token_share": summary.get("nudging/nudge_token_share"),
+        "base_only": summary.get("base_only/accuracy"),
+        "nudger_only": summary.get("nudger_only/accuracy"),
+    }
 
 
 def gamma_table(points: Iterable[tuple[dict, dict]]) -> list[dict]:

@@ -40,15 +40,17 @@ def decisions_by_step(decisions: Sequence[dict]) -> list[dict]:
         rows = by_step[step]
         counts = Counter(r["status"] for r in rows)
         hinted = [r for r in rows if r["status"] == "hinted"]
-        out.append({
-            "step": step,
-            "gated": len(rows),
-            "hinted": counts["hinted"],
-            "no_hint": counts["no_hint"],
-            "too_long": counts["too_long"],
-            "pre_pass_rate": _mean([r["pre_pass_rate"] for r in hinted]),
-            "post_pass_rate": _mean([r["post_pass_rate"] for r in hinted]),
-        })
+        out.append(
+            {
+                "step": step,
+                "gated": len(rows),
+                "hinted": counts["hinted"],
+                "no_hint": counts["no_hint"],
+                "too_long": counts["too_long"],
+                "pre_pass_rate": _mean([r["pre_pass_rate"] for r in hinted]),
+                "post_pass_rate": _mean([r["post_pass_rate"] for r in hinted]),
+            }
+        )
     return out
 
 

@@ -79,7 +79,9 @@ class EvalPipeline:
         if bad_k:
             raise NudgekitError(f"eval: every k must be in 1..n={n}, got {list(k)}")
         if temperature == 0 and n > 1:
-            raise NudgekitError(f"eval: greedy decoding (temperature=0) with n={n} repeats one sample")
+            raise NudgekitError(
+                f"eval: greedy decoding (temperature=0) with n={n} repeats one sample"
+            )
         if not problems:
             raise NudgekitError("eval: the problem set is empty")
         self.engine, self.problems, self.verifier, self.prompt = engine, problems, verifier, prompt
@@ -105,17 +107,25 @@ class EvalPipeline:
             prompts = [self.prompt(p) for p in batch]
             requests = [
                 GenerationRequest(
-                    prompt=text, n=self.n, max_new_tokens=self.max_new_tokens,
-                    temperature=self.temperature, top_p=self.top_p, stop=self.stop,
+                    prompt=text,
+                    n=self.n,
+                    max_new_tokens=self.max_new_tokens,
+                    temperature=self.temperature,
+                    top_p=self.top_p,
+                    stop=self.stop,
                     seed=self.seed + start + i,
                 )
                 for i, text in enumerate(prompts)
             ]
             for problem, text, result in zip(batch, prompts, self.engine.generate(requests)):
-                records.append(self._record(
-                    problem, text, [s.text for s in result.samples],
-                    [s.finish_reason for s in result.samples],
-                ))
+                records.append(
+                    self._record(
+                        problem,
+                        text,
+                        [s.text for s in result.samples],
+                        [s.finish_reason for s in result.samples],
+                    )
+                )
             bar.update(len(batch))
         bar.close()
         return records
@@ -127,22 +137,29 @@ class EvalPipeline:
         )
         records = []
         for problem, text, outs in zip(self.problems, prompts, outputs):
-            record = self._record(problem, text, [o.text for o in outs],
-                                  [o.stop_reason for o in outs])
+            record = self._record(
+                problem, text, [o.text for o in outs], [o.stop_reason for o in outs]
+            )
             record["spans"] = [[[s.start, s.end, s.source] for s in o.spans] for o in outs]
             record["nudge_tokens"] = [o.nudge_tokens for o in outs]
             record["base_tokens"] = [o.base_tokens for o in outs]
             records.append(record)
         return records
 
-    def _record(self, problem: Problem, prompt: str, completions: list[str],
-                finish_reasons: list[str]) -> dict:
+    def _record(
+        self, problem: Problem, prompt: str, completions: list[str], finish_reasons: list[str]
+    ) -> dict:
         answers = [problem.answer] * len(completions)
         rewards = [float(r) for r in score_batch(self.verifier, completions, answers)]
         return {
-            "id": problem.id, "prompt": prompt, "answer": problem.answer,
-            "completions": completions, "rewards": rewards, "finish_reasons": finish_reasons,
-            "n": len(rewards), "correct": int(sum(r >= 1.0 for r in rewards)),
+            "id": problem.id,
+            "prompt": prompt,
+            "answer": problem.answer,
+            "completions": completions,
+            "rewards": rewards,
+            "finish_reasons": finish_reasons,
+            "n": len(rewards),
+            "correct": int(sum(r >= 1.0 for r in rewards)),
         }
 
     def summarize(self, records: list[dict]) -> dict[str, float]:
@@ -168,8 +185,13 @@ class EvalPipeline:
         if tracker is not None:
             tracker.log(metrics)
             rows = [
-                {"id": r["id"], "prompt": r["prompt"], "completion": r["completions"][0],
-                 "reward": r["rewards"][0], "answer": r["answer"]}
+                {
+                    "id": r["id"],
+                    "prompt": r["prompt"],
+                    "completion": r["completions"][0],
+                    "reward": r["rewards"][0],
+                    "answer": r["answer"],
+                }
                 for r in records[: self.table_rows]
             ]
             tracker.log_table("eval/samples", rows)

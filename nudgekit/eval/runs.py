@@ -20,8 +20,18 @@ from omegaconf import OmegaConf
 from nudgekit.errors import NudgekitError
 from nudgekit.tracking.files import read_jsonl, table_filename
 
-__all__ = ["find_runs", "pass_curve", "read_config", "read_jsonl", "read_metrics", "read_summary",
-           "read_table", "repo_root", "runs_from_env", "sweep_of"]
+__all__ = [
+    "find_runs",
+    "pass_curve",
+    "read_config",
+    "read_jsonl",
+    "read_metrics",
+    "read_summary",
+    "read_table",
+    "repo_root",
+    "runs_from_env",
+    "sweep_of",
+]
 
 
 def read_summary(run_dir: Path | str) -> dict[str, Any]:
@@ -47,8 +57,11 @@ def read_table(run_dir: Path | str, name: str) -> list[dict]:
 
 def pass_curve(summary: dict[str, Any], prefix: str = "eval/pass@") -> dict[int, float]:
     """`{k: pass@k}` from a summary's `eval/pass@<k>` keys, in increasing k."""
-    curve = {int(key[len(prefix):]): float(v) for key, v in summary.items()
-             if key.startswith(prefix) and key[len(prefix):].isdigit()}
+    curve = {
+        int(key[len(prefix) :]): float(v)
+        for key, v in summary.items()
+        if key.startswith(prefix) and key[len(prefix) :].isdigit()
+    }
     return dict(sorted(curve.items()))
 
 
@@ -95,8 +108,10 @@ def sweep_of(run: Path, marker: str) -> list[Path]:
     run = Path(run)
     if run.parent.parent.name != "multiruns" and not (run.parent / "multirun.yaml").exists():
         return [run]
-    return sorted((d for d in run.parent.iterdir() if (d / marker).exists()),
-                  key=lambda d: (len(d.name), d.name))
+    return sorted(
+        (d for d in run.parent.iterdir() if (d / marker).exists()),
+        key=lambda d: (len(d.name), d.name),
+    )
 
 
 def repo_root(start: Path | str = ".") -> Path:

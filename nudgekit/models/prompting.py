@@ -25,7 +25,9 @@ class ChatPrompt:
         chat: use the chat template (True) or the plain base-model form (False).
     """
 
-    def __init__(self, model: ModelSpec, template: str | PromptTemplate = "plain", chat: bool = True):
+    def __init__(
+        self, model: ModelSpec, template: str | PromptTemplate = "plain", chat: bool = True
+    ):
         self.model = model
         self.template = get_template(template) if isinstance(template, str) else template
         self.chat = chat

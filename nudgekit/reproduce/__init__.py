@@ -6,5 +6,12 @@ from nudgekit.reproduce.cache import stage_keys
 from nudgekit.reproduce.scheduler import Scheduler, StageResult
 from nudgekit.reproduce.stages import PROFILES, STAGE_LIST_VERSION, Stage, build_stages
 
-__all__ = ["PROFILES", "STAGE_LIST_VERSION", "Scheduler", "Stage", "StageResult", "build_stages",
-           "stage_keys"]
+__all__ = [
+    "PROFILES",
+    "STAGE_LIST_VERSION",
+    "Scheduler",
+    "Stage",
+    "StageResult",
+    "build_stages",
+    "stage_keys",
+]

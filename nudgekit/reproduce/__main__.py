@@ -37,10 +37,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m nudgekit.reproduce", description=__doc__)
     ap.add_argument("--profile", default="full", choices=sorted(PROFILES))
     ap.add_argument("--root", default="outputs/reproduce", help="stage run dirs and logs")
-    ap.add_argument("--results", default=None,
-                    help="where the .md/.png go (default: experiments/results for the full "
-                         "profile, experiments/results/nurl_full for nurl, <root>/results-tiny "
-                         "for tiny)")
+    ap.add_argument(
+        "--results",
+        default=None,
+        help="where the .md/.png go (default: experiments/results for the full "
+        "profile, experiments/results/nurl_full for nurl, <root>/results-tiny "
+        "for tiny)",
+    )
     ap.add_argument("--slots", type=int, default=2, help="stages run at the same time")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--list", action="store_true", help="print the stages and their keys, run none")
@@ -51,12 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     root = Path(a.root).resolve()
     where = PROFILES[a.profile].results
-    results = Path(a.results) if a.results else (
-        ROOT / where if where else root / f"results-{a.profile}")
+    results = (
+        Path(a.results) if a.results else (ROOT / where if where else root / f"results-{a.profile}")
+    )
     stages = build_stages(a.profile)
     # keys cover the composed config of each stage and the code hash of the package
-    sched = Scheduler(stages, root, runpy_command(a.python), slots=a.slots, env=default_env(),
-                      cwd=ROOT, fingerprint=Fingerprint(ROOT))
+    sched = Scheduler(
+        stages,
+        root,
+        runpy_command(a.python),
+        slots=a.slots,
+        env=default_env(),
+        cwd=ROOT,
+        fingerprint=Fingerprint(ROOT),
+    )
     if a.list:
         for s in sched.stages:
             print(f"{s.name:32s} {sched.keys[s.name]}  {' '.join(s.args)}")
@@ -72,9 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in res.values() if r.status in ("failed", "skipped")]
     written = write_results(res, stages, results, profile=a.profile)
     print(f"reproduce: wrote {len(written)} files to {results}")
-    print(f"reproduce: total {fmt_s(time.monotonic() - t0)}; "
-          + ", ".join(f"{k} {sum(r.status == k for r in res.values())}"
-                      for k in ("done", "cached", "failed", "skipped")))
+    print(
+        f"reproduce: total {fmt_s(time.monotonic() - t0)}; "
+        + ", ".join(
+            f"{k} {sum(r.status == k for r in res.values())}"
+            for k in ("done", "cached", "failed", "skipped")
+        )
+    )
     for r in failed:
         if r.status == "failed":
             print(f"reproduce: FAILED {r.name} (exit {r.returncode}); log: {r.log}")

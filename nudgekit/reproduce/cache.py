@@ -44,21 +44,31 @@ def order(stages: list[Stage]) -> list[Stage]:
 Fingerprint = Callable[[Stage], dict[str, str]]
 
 
-def stage_key(stage: Stage, dep_keys: dict[str, str], version: str = STAGE_LIST_VERSION,
-              fingerprint: Fingerprint | None = None) -> str:
+def stage_key(
+    stage: Stage,
+    dep_keys: dict[str, str],
+    version: str = STAGE_LIST_VERSION,
+    fingerprint: Fingerprint | None = None,
+) -> str:
     """sha256 of everything that determines the stage's result (the run-dir references stay
     symbolic, so the same list under another reproduce root has the same keys); `fingerprint`
     adds what the command line does not show (`reproduce.fingerprint`: composed config, code)."""
-    payload = {"version": version, "name": stage.name, "args": list(stage.args),
-               "multirun": stage.multirun, "deps": {d: dep_keys[d] for d in sorted(stage.deps)}}
+    payload = {
+        "version": version,
+        "name": stage.name,
+        "args": list(stage.args),
+        "multirun": stage.multirun,
+        "deps": {d: dep_keys[d] for d in sorted(stage.deps)},
+    }
     if fingerprint is not None:
         payload["fingerprint"] = fingerprint(stage)
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def stage_keys(stages: list[Stage], version: str = STAGE_LIST_VERSION,
-               fingerprint: Fingerprint | None = None) -> dict[str, str]:
+def stage_keys(
+    stages: list[Stage], version: str = STAGE_LIST_VERSION, fingerprint: Fingerprint | None = None
+) -> dict[str, str]:
     """Every stage's key, dependencies first (a dependency's change propagates to dependants)."""
     keys: dict[str, str] = {}
     for s in order(stages):
@@ -85,8 +95,13 @@ def read_done(path: Path, key: str) -> dict | None:
 
 def write_done(path: Path, key: str, cmd: list[str], elapsed_s: float) -> None:
     """Atomically mark a run finished (written last, after the process exited 0)."""
-    info = {"key": key, "run_dir": str(path), "cmd": cmd, "elapsed_s": round(elapsed_s, 1),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    info = {
+        "key": key,
+        "run_dir": str(path),
+        "cmd": cmd,
+        "elapsed_s": round(elapsed_s, 1),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     tmp = Path(path) / (DONE_FILE + ".tmp")
     tmp.write_text(json.dumps(info, indent=1))
     tmp.replace(Path(path) / DONE_FILE)

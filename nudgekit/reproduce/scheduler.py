@@ -72,10 +72,20 @@ def critical_path(stages: list[Stage]) -> dict[str, float]:
 class Scheduler:
     """Run `stages` under `root` (run dirs in root/stages, logs in root/logs)."""
 
-    def __init__(self, stages: list[Stage], root: Path, command: Command, *, slots: int = 2,
-                 env: dict[str, str] | None = None, cwd: Path | None = None,
-                 version: str = STAGE_LIST_VERSION, say: Callable[[str], None] | None = None,
-                 poll_s: float = 0.2, fingerprint: Fingerprint | None = None):
+    def __init__(
+        self,
+        stages: list[Stage],
+        root: Path,
+        command: Command,
+        *,
+        slots: int = 2,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        version: str = STAGE_LIST_VERSION,
+        say: Callable[[str], None] | None = None,
+        poll_s: float = 0.2,
+        fingerprint: Fingerprint | None = None,
+    ):
         self.stages, self.root, self.command = order(stages), Path(root), command
         self.slots, self.env, self.cwd, self.poll_s = slots, env, cwd, poll_s
         self.say = say or (lambda line: print(line, flush=True))
@@ -92,12 +102,18 @@ class Scheduler:
         for s in self.stages:
             info = read_done(self.dirs[s.name], self.keys[s.name])
             if info is not None:
-                self.results[s.name] = StageResult(s.name, "cached", self.dirs[s.name],
-                                                   self.log_path(s), info.get("elapsed_s", 0.0))
+                self.results[s.name] = StageResult(
+                    s.name,
+                    "cached",
+                    self.dirs[s.name],
+                    self.log_path(s),
+                    info.get("elapsed_s", 0.0),
+                )
                 self.say(f"[cached] {s.name} ({self.dirs[s.name]})")
         prio = critical_path(self.stages)
-        pending = sorted((s for s in self.stages if s.name not in self.results),
-                         key=lambda s: -prio[s.name])
+        pending = sorted(
+            (s for s in self.stages if s.name not in self.results), key=lambda s: -prio[s.name]
+        )
         running: dict[str, _Running] = {}
         try:
             while pending or running:
@@ -114,11 +130,15 @@ class Scheduler:
     def _skip_blocked(self, pending: list[Stage]) -> list[Stage]:
         keep = []
         for s in pending:
-            bad = [d for d in s.deps
-                   if d in self.results and self.results[d].status in ("failed", "skipped")]
+            bad = [
+                d
+                for d in s.deps
+                if d in self.results and self.results[d].status in ("failed", "skipped")
+            ]
             if bad:
-                self.results[s.name] = StageResult(s.name, "skipped", self.dirs[s.name],
-                                                   self.log_path(s))
+                self.results[s.name] = StageResult(
+                    s.name, "skipped", self.dirs[s.name], self.log_path(s)
+                )
                 self.say(f"[skip] {s.name}: dependency {bad[0]} did not finish")
             else:
                 keep.append(s)
@@ -128,8 +148,9 @@ class Scheduler:
         free = self.slots - sum(min(r.stage.slots, self.slots) for r in running.values())
         for s in list(pending):
             need = min(s.slots, self.slots)
-            ready = all(d in self.results and self.results[d].status in ("done", "cached")
-                        for d in s.deps)
+            ready = all(
+                d in self.results and self.results[d].status in ("done", "cached") for d in s.deps
+            )
             if ready and need <= free:
                 running[s.name] = self._start(s)
                 pending.remove(s)
@@ -143,8 +164,14 @@ class Scheduler:
         f = open(log, "w")  # noqa: SIM115  (closed when the stage ends)
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=self.cwd,
-                                env=self.env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            cwd=self.cwd,
+            env=self.env,
+            start_new_session=True,
+        )
         self.say(f"[start] {s.name} (est {fmt_s(s.est_s)}) | {self._progress()}")
         return _Running(s, proc, time.monotonic(), cmd, f)
 
@@ -171,11 +198,15 @@ class Scheduler:
         left = [s for s in self.stages if s.name not in self.results]
         now = time.monotonic()
         starts = {n: r.start for n, r in (running or {}).items()}
-        work = sum(min(s.slots, self.slots)
-                   * (max(s.est_s - (now - starts[s.name]), 0) if s.name in starts else s.est_s)
-                   for s in left)
-        return (f"{finished}/{len(self.stages)} finished, elapsed {fmt_s(now - self.t0)}, "
-                f"ETA ~{fmt_s(work / self.slots)}")
+        work = sum(
+            min(s.slots, self.slots)
+            * (max(s.est_s - (now - starts[s.name]), 0) if s.name in starts else s.est_s)
+            for s in left
+        )
+        return (
+            f"{finished}/{len(self.stages)} finished, elapsed {fmt_s(now - self.t0)}, "
+            f"ETA ~{fmt_s(work / self.slots)}"
+        )
 
 
 def _terminate(proc: subprocess.Popen) -> None:
@@ -193,6 +224,13 @@ def _terminate(proc: subprocess.Popen) -> None:
 def default_env() -> dict[str, str]:
     """One torch/BLAS thread per stage (two stages share two cores), offline, quiet."""
     env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-                "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false"})
+    env.update(
+        {
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "HF_HUB_OFFLINE": "1",
+            "WANDB_SILENT": "true",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
     return env

@@ -10,6 +10,7 @@ from nudgekit.eval import mean_ci
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub markdown table; cells are str()-ed, None prints as an em dash."""
+
     def cell(v: object) -> str:
         return "—" if v is None else str(v)
 
@@ -43,6 +44,6 @@ def bins(values: Sequence[float], width: int) -> list[tuple[str, float]]:
     """(`first-last` step label, mean) over consecutive bins of `width` values (steps from 1)."""
     out = []
     for i in range(0, len(values), width):
-        chunk = values[i:i + width]
+        chunk = values[i : i + width]
         out.append((f"{i + 1}-{i + len(chunk)}", sum(chunk) / len(chunk)))
     return out

@@ -81,8 +81,8 @@ def raw_solution(chain: Chain, style: int) -> str:
     writes, then one of several endings (alignment changes only the ending and the stop)."""
     from nudgekit.zoo.tasks import solution_steps
 
-    return solution_steps(chain) + "\n" + RAW_ENDINGS[style % len(RAW_ENDINGS)].format(
-        a=chain.answer
+    return (
+        solution_steps(chain) + "\n" + RAW_ENDINGS[style % len(RAW_ENDINGS)].format(a=chain.answer)
     )
 
 
