@@ -18,12 +18,6 @@ import nudgekit
 from nudgekit.layers import LAYERS, area, layer_of
 
 ROOT = Path(nudgekit.__file__).parent
-# Cycles inside one package through a lazy import, left to the packages' owners (each entry must
-# still be a cycle, so the list cannot go stale):
-KNOWN_CYCLES = [
-    # registry.resolve builds a missing model lazily; build imports the registry's specs
-    ["nudgekit.zoo.build", "nudgekit.zoo.registry"],
-]
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
@@ -134,10 +128,7 @@ def test_every_package_has_a_layer(edges):
 
 def test_no_module_import_cycles(edges):
     found = cycles({m: {t for t, _ in ts} for m, ts in edges.items()})
-    new = [c for c in found if c not in KNOWN_CYCLES]
-    assert not new, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in new)
-    gone = [c for c in KNOWN_CYCLES if c not in found]
-    assert not gone, f"no longer cycles (drop them from KNOWN_CYCLES): {gone}"
+    assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
 def test_no_package_import_cycles(edges):

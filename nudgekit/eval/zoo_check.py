@@ -24,7 +24,8 @@ from typing import Any
 from nudgekit.errors import NudgekitError
 from nudgekit.eval.zoo_sampling import ZooModel, correct_counts, format_scores, leaks
 from nudgekit.zoo import prompts
-from nudgekit.zoo.registry import NAMES, full_name, read_meta, resolve, spec_of
+from nudgekit.zoo.registry import NAMES, full_name, read_meta, spec_of
+from nudgekit.zoo.resolve import resolve
 from nudgekit.zoo.tasks import HINT_LEVELS, tiny_problems
 
 CHECK_FILE = "tinyworld_check"

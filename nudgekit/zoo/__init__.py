@@ -21,7 +21,8 @@ from nudgekit.zoo.prompts import (
     render_chat,
     user_message,
 )
-from nudgekit.zoo.registry import NAMES, build_all, config_hash, model_dir, read_meta, resolve
+from nudgekit.zoo.registry import NAMES, config_hash, model_dir, read_meta
+from nudgekit.zoo.resolve import build_all, resolve
 from nudgekit.zoo.tasks import HINT_LEVELS, chain_of, tiny_problems
 
 __all__ = [

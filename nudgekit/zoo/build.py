@@ -21,7 +21,7 @@ from transformers import (
 
 from nudgekit.errors import NudgekitError
 from nudgekit.zoo import data
-from nudgekit.zoo.registry import ZooSpec, full_name, parse_name, resolve
+from nudgekit.zoo.registry import ZooSpec, full_name, is_built, model_dir, parse_name
 from nudgekit.zoo.tokenizers import build_tokenizer
 from nudgekit.zoo.train import sft, weight_hash
 
@@ -53,7 +53,10 @@ def new_model(spec: ZooSpec, tok: Any) -> torch.nn.Module:
 def _start(name: str, spec: ZooSpec) -> tuple[torch.nn.Module, Any]:
     """The model and tokenizer SFT starts from: a parent zoo model, or a fresh init."""
     if spec.init_from:
-        parent = resolve(full_name(spec.init_from, parse_name(name)[1]))
+        parent_name = full_name(spec.init_from, parse_name(name)[1])
+        if not is_built(parent_name):  # `nudgekit.zoo.resolve` builds parents first
+            raise NudgekitError(f"zoo: {name} continues from {parent_name}, which is not built")
+        parent = model_dir(parent_name)
         tok = AutoTokenizer.from_pretrained(parent)
         return AutoModelForCausalLM.from_pretrained(parent), tok
     corpus = data.tokenizer_corpus(spec.seed, n=min(3000, 4 * spec.n_examples))

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from nudgekit.errors import NudgekitError
-from nudgekit.zoo.registry import NAMES, VARIANTS, build_all, read_meta
+from nudgekit.zoo.registry import NAMES, VARIANTS, read_meta
+from nudgekit.zoo.resolve import build_all
 
 
 class ZooBuild:
