@@ -10,11 +10,19 @@ Resolvers:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
+# the launcher presets (hydra/launcher=submitit_slurm|submitit_local|joblib) keep the plugins' own
+# names, so Hydra validates them against the plugins' schemas and says so on every run
+warnings.filterwarnings(
+    "ignore",
+    message=r"(?s).*is validated against ConfigStore schema with the same name",
+    category=UserWarning,
+)
 
 
 def cache_root() -> Path:
