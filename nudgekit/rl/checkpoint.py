@@ -207,7 +207,7 @@ class CheckpointManager:
             if not (path / MANIFEST).is_file() and not (path / STATE_FILE).is_file():
                 raise NudgekitError(f"resume: {path} is not a complete checkpoint (no {MANIFEST})")
             problem = self.check(path)
-            if problem == _not_resumable(path):
+            if problem is not None and problem == _not_resumable(path):
                 raise NudgekitError(f"resume: {path} is {problem}; set resume=null to start fresh")
             if problem is not None:
                 raise NudgekitError(f"resume: {path} failed verification: {problem}; not loaded")
@@ -314,7 +314,7 @@ def _not_resumable(path: Path) -> str | None:
     if not weights_only:
         return None
     return (
-        "a weights-only checkpoint (pipeline.checkpoint_weights_only=true): no optimizer, "
+        "a weights-only checkpoint (pipeline.checkpoint.weights_only=true): no optimizer, "
         f"scheduler or RNG state to resume from; its weights load from {path / WEIGHTS_DIR}"
     )
 
