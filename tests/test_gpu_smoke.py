@@ -51,7 +51,7 @@ def test_overrides_are_real_config_keys():
     cfg = compose_cfg(["experiment=grpo_tiny", *smoke.grpo_overrides(cpu, 2)], tiny=False)
     assert (cfg.model.device, cfg.pipeline.max_steps, cfg.budget.zoo) == ("cpu", 2, "test")
     cfg = compose_cfg(smoke.nurl_overrides(gpu, "/models/m", 3), tiny=False)
-    assert cfg.pipeline._target_ == "nudgekit.nurl.NuRLTrainer"
+    assert cfg.pipeline.schedule._target_ == "nudgekit.nurl.NuRLSchedule"
     assert (cfg.model.name_or_path, cfg.model.dtype) == ("/models/m", "bfloat16")
     assert cfg.trainer.rollout._target_.endswith("vllm_rollouts")  # engine=vllm rollouts
     assert cfg.trainer.rollout.max_model_len is None

@@ -19,12 +19,24 @@ ROOT = Path(__file__).resolve().parents[1]
 SHORT = ["debug=tiny", "budget.steps=1"]
 
 
-def run_cli(args: list[str], tmp_path: Path, multirun: bool = False,
-            env_extra: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
-           "WANDB_DIR": str(tmp_path), **(env_extra or {})}
-    where = (f"hydra.sweep.dir={tmp_path / 'multi'}" if multirun
-             else f"hydra.run.dir={tmp_path / 'run'}")
+def run_cli(
+    args: list[str],
+    tmp_path: Path,
+    multirun: bool = False,
+    env_extra: dict | None = None,
+    timeout: int = 600,
+) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "WANDB_SILENT": "true",
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(tmp_path),
+        **(env_extra or {}),
+    }
+    where = (
+        f"hydra.sweep.dir={tmp_path / 'multi'}" if multirun else f"hydra.run.dir={tmp_path / 'run'}"
+    )
     cmd = [sys.executable, "run.py", *(["-m"] if multirun else []), *args, where]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -46,17 +58,27 @@ def test_powers_of_two():
 def test_nurl_qwen_dry_run_prints_the_plan(tmp_path):
     out = run_cli(["experiment=nurl_qwen", "dry_run=true"], tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    for needle in ("Qwen/Qwen3-4B-Instruct-2507", "nudgekit.engines.VLLMEngine", "zero_stage: 2",
-                   "mode: online", "hiyouga/math12k", "nudgekit.nurl.NuRLTrainer"):
+    for needle in (
+        "Qwen/Qwen3-4B-Instruct-2507",
+        "nudgekit.engines.VLLMEngine",
+        "zero_stage: 2",
+        "mode: online",
+        "hiyouga/math12k",
+        "nudgekit.nurl.NuRLSchedule",
+    ):
         assert needle in out.stdout, needle
 
 
 def test_nurl_qwen_fails_fast_without_gpu_or_key(tmp_path):
     no_key = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
-    out = subprocess.run([sys.executable, "run.py", "experiment=nurl_qwen",
-                          f"hydra.run.dir={tmp_path / 'a'}"], cwd=ROOT, timeout=300,
-                         env={**no_key, "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1"},
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "run.py", "experiment=nurl_qwen", f"hydra.run.dir={tmp_path / 'a'}"],
+        cwd=ROOT,
+        timeout=300,
+        env={**no_key, "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+    )
     assert "WANDB_API_KEY" in error_line(out)
     out = run_cli(["experiment=nurl_qwen", "logger.mode=offline"], tmp_path)
     if "vllm" in sys.modules or _has_vllm():  # a GPU box: the next thing missing is the hub
@@ -85,15 +107,15 @@ def test_nurl_tiny_end_to_end_debug(tmp_path):
     assert len(store) == 8 and hard_train <= set(store.hints())
     steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     stage2 = [s for s in steps if s.get("nurl/stage") == 2]
-    assert stage2 and all("nurl/signal_unhinted" in s and "train/reward_mixed" in s
-                          for s in stage2)
+    assert stage2 and all("nurl/signal_unhinted" in s and "train/reward_mixed" in s for s in stage2)
     assert (run / "policy" / "config.json").is_file()
 
 
 @pytest.mark.slow
 def test_hints_experiment_writes_a_reusable_store(tmp_path):
-    out = run_cli(["experiment=nurl_tiny_hints", "debug=tiny", "hints=oracle",
-                   "hints.type=partial"], tmp_path)
+    out = run_cli(
+        ["experiment=nurl_tiny_hints", "debug=tiny", "hints=oracle", "hints.type=partial"], tmp_path
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     store = HintStore.load(tmp_path / "run" / "hints.jsonl")
     report = json.loads((tmp_path / "run" / "hints_report.json").read_text())
@@ -108,8 +130,9 @@ SWEEPS = {"nurl_gate": 4, "nurl_hint_type": 4, "nurl_source": 2, "nurl_hinted": 
 @pytest.mark.slow
 @pytest.mark.parametrize("sweep", sorted(SWEEPS))
 def test_ablation_sweep_runs_end_to_end(sweep, tmp_path):
-    out = run_cli(["experiment=nurl_tiny", f"sweep={sweep}", *SHORT], tmp_path, multirun=True,
-                  timeout=1200)
+    out = run_cli(
+        ["experiment=nurl_tiny", f"sweep={sweep}", *SHORT], tmp_path, multirun=True, timeout=1200
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summaries = sorted((tmp_path / "multi").glob("*/summary.json"))
     assert len(summaries) == SWEEPS[sweep]

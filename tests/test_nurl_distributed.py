@@ -26,8 +26,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import pytest  # noqa: E402
 from test_nurl_trainer import build_hint_model, make_nurl  # noqa: E402
 
-RUN = dict(start="step0", stage1_max_steps=2, stage2_steps=0, filter_solved=False,
-           micro_batch_size=2)
+RUN = dict(
+    start="step0", stage1_max_steps=2, stage2_steps=0, filter_solved=False, micro_batch_size=2
+)
 
 
 def _free_port() -> int:
@@ -44,9 +45,17 @@ def hint_model(tmp_path_factory) -> Path:
 def test_zero3_two_processes_uneven_hinting(hint_model, tmp_path):
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "out.pt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={_free_port()}", __file__, str(hint_model), str(tmp_path / "run"),
-           str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        __file__,
+        str(hint_model),
+        str(tmp_path / "run"),
+        str(out),
+    ]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     dist = torch.load(out, weights_only=False)
@@ -74,17 +83,18 @@ def main() -> None:
 
     model_dir, run_dir, out = sys.argv[1:4]
     torch.set_num_threads(1)
-    backend = DeepSpeedBackend(3, config={"zero_optimization": {
-        "stage3_param_persistence_threshold": 0}})
+    backend = DeepSpeedBackend(
+        3, config={"zero_optimization": {"stage3_param_persistence_threshold": 0}}
+    )
     trainer = make_nurl(Path(model_dir), backend=backend, **RUN)
     trainer.setup(run_dir)
     trainer.tracker = None
     steps = []
-    trainer._ensure_hints()
-    trainer.injector.enabled = True
-    while trainer.step < trainer.max_steps:
+    trainer.schedule.on_train_start(trainer)  # hints (start=step0 opens the gate)
+    injector = trainer.schedule.injector
+    while trainer.step < trainer.end_step():
         metrics = trainer.train_step()
-        hinted = sum(r.hinted for r in trainer.injector._last["merged"])
+        hinted = sum(r.hinted for r in injector._last["merged"])
         metrics["ranks_hinting"] = trainer.backend.all_gather_object(int(hinted > 0))
         steps.append(metrics)
     state = trainer.backend.full_state_dict()

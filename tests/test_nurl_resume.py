@@ -26,14 +26,31 @@ PROBLEMS = 8
 
 def _command(model_dir: Path, ckpt: Path, run: Path, seed: int = 0) -> list[str]:
     return [
-        sys.executable, "run.py", "experiment=nurl_tiny", "debug=tiny", "model=local",
-        f"model.name_or_path={model_dir}", "reward.name=tests.helpers.rl.rewards:char_parity",
-        "hints=oracle", "hints.leak_filter=null", f"budget.problems={PROBLEMS}", "budget.hard_train=0",
-        f"pipeline.stage1_max_steps={STAGE1}", f"pipeline.stage2_steps={STAGE2}",
-        "pipeline.filter_n=2", "pipeline.prompts_per_step=4", "pipeline.micro_batch_size=8",
-        "pipeline.optimizer.lr=3e-3", "pipeline.plateau=null", "pipeline.val_every=0",
-        "pipeline.save_every=1", "pipeline.keep_checkpoints=null", "pipeline.export=false",
-        "pipeline.num_threads=1", f"pipeline.checkpoint_dir={ckpt}", f"hydra.run.dir={run}",
+        sys.executable,
+        "run.py",
+        "experiment=nurl_tiny",
+        "debug=tiny",
+        "model=local",
+        f"model.name_or_path={model_dir}",
+        "reward.name=tests.helpers.rl.rewards:char_parity",
+        "hints=oracle",
+        "hints.leak_filter=null",
+        f"budget.problems={PROBLEMS}",
+        "budget.hard_train=0",
+        f"pipeline.schedule.stage1_max_steps={STAGE1}",
+        f"pipeline.schedule.stage2_steps={STAGE2}",
+        "pipeline.schedule.filter_n=2",
+        "pipeline.prompts_per_step=4",
+        "pipeline.update.micro_batch_size=8",
+        "pipeline.optimizer.lr=3e-3",
+        "pipeline.plateau=null",
+        "pipeline.validation.every=0",
+        "pipeline.checkpoint.every=1",
+        "pipeline.checkpoint.keep=null",
+        "pipeline.export=false",
+        "pipeline.num_threads=1",
+        f"pipeline.checkpoint.dir={ckpt}",
+        f"hydra.run.dir={run}",
         f"seed={seed}",
     ]
 
@@ -78,8 +95,9 @@ def _kill_in_stage2(cmd: list[str], ckpt: Path, log: Path) -> int:
 def test_sigkill_in_stage2_then_resume_equals_uninterrupted_run(tiny_qwen_dir, tmp_path):
     ck_a, ck_b = tmp_path / "ck_a", tmp_path / "ck_b"
     baseline = _start(_command(tiny_qwen_dir, ck_a, tmp_path / "run_a"), tmp_path / "a.log")
-    killed_at = _kill_in_stage2(_command(tiny_qwen_dir, ck_b, tmp_path / "run_b1"), ck_b,
-                                tmp_path / "b1.log")
+    killed_at = _kill_in_stage2(
+        _command(tiny_qwen_dir, ck_b, tmp_path / "run_b1"), ck_b, tmp_path / "b1.log"
+    )
     resumed = _start(_command(tiny_qwen_dir, ck_b, tmp_path / "run_b2"), tmp_path / "b2.log")
     _wait(resumed, tmp_path / "b2.log")
     _wait(baseline, tmp_path / "a.log")
@@ -96,7 +114,9 @@ def test_sigkill_in_stage2_then_resume_equals_uninterrupted_run(tiny_qwen_dir, t
 
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
-        assert torch.equal(pa["exp_avg"], pb["exp_avg"]) and torch.equal(pa["exp_avg_sq"], pb["exp_avg_sq"])
+        assert torch.equal(pa["exp_avg"], pb["exp_avg"]) and torch.equal(
+            pa["exp_avg_sq"], pb["exp_avg_sq"]
+        )
     state_a, state_b = _state(ck_a, FINAL), _state(ck_b, FINAL)
     extra_a, extra_b = state_a["extra_state"], state_b["extra_state"]
     assert extra_b["stage"] == extra_a["stage"] == 2 and extra_b["stage2_start"] == STAGE1
@@ -108,5 +128,7 @@ def test_sigkill_in_stage2_then_resume_equals_uninterrupted_run(tiny_qwen_dir, t
     assert (ck_b / f"step-{FINAL:06d}" / "hints.jsonl").read_text() == hints_a
     assert len(hints_a.splitlines()) == PROBLEMS
     # the resumed run writes the store into its own run dir too
-    assert (tmp_path / "run_b2" / "hints.jsonl").read_text() == (tmp_path / "run_a" / "hints.jsonl").read_text()
+    assert (tmp_path / "run_b2" / "hints.jsonl").read_text() == (
+        tmp_path / "run_a" / "hints.jsonl"
+    ).read_text()
     assert state_b["sampler"] == state_a["sampler"] and state_b["step"] == FINAL

@@ -14,14 +14,16 @@ from typing import Any
 
 import pytest
 import torch
+from helpers.rl.build import grouped
 
 from nudgekit.data.problem import Problem
 from nudgekit.engines.hf import HFEngine
 from nudgekit.errors import NudgekitError
 from nudgekit.models import ChatPrompt, ModelSpec
 from nudgekit.models.random_init import build_tiny_model
-from nudgekit.nurl import HintInjector, HintRecord, HintStore, NuRLTrainer, StoreHints
+from nudgekit.nurl import HintInjector, HintRecord, HintStore, NuRLSchedule, StoreHints
 from nudgekit.rewards import load_verifier
+from nudgekit.rl import GRPOTrainer
 from nudgekit.rl.plateau import PlateauDetector
 from nudgekit.rl.rollouts import collate, token_logprobs
 
@@ -42,10 +44,19 @@ def build_hint_model(path: Path) -> Path:
         tok = AutoTokenizer.from_pretrained(base)
         model = AutoModelForCausalLM.from_pretrained(base)
         prompt = ChatPrompt(ModelSpec(str(base)), "tiny")
-        data = [(prompt(A), "Answer: 2"), (prompt(A, HINT), "Answer: 1"),
-                (prompt(B), "Answer: 2"), (prompt(B, HINT), "Answer: 2")]
-        seqs = [(tok(p, add_special_tokens=False).input_ids,
-                 tok(c, add_special_tokens=False).input_ids + [tok.eos_token_id]) for p, c in data]
+        data = [
+            (prompt(A), "Answer: 2"),
+            (prompt(A, HINT), "Answer: 1"),
+            (prompt(B), "Answer: 2"),
+            (prompt(B, HINT), "Answer: 2"),
+        ]
+        seqs = [
+            (
+                tok(p, add_special_tokens=False).input_ids,
+                tok(c, add_special_tokens=False).input_ids + [tok.eos_token_id],
+            )
+            for p, c in data
+        ]
         width = max(len(p) + len(c) for p, c in seqs)
         ids = torch.full((len(seqs), width), tok.eos_token_id)
         labels = torch.full((len(seqs), width), -100)
@@ -84,20 +95,45 @@ class CountingSource(StoreHints):
         return super().collect(problems)
 
 
-def make_nurl(model_dir: Path, **overrides: Any) -> NuRLTrainer:
+SCHEDULE = (
+    "injector",
+    "hints",
+    "start",
+    "stage1_max_steps",
+    "stage2_steps",
+    "filter_n",
+    "filter_solved",
+    "filter_temperature",
+)
+
+
+def make_nurl(model_dir: Path, **overrides: Any) -> GRPOTrainer:
+    """A GRPO trainer with NuRL's schedule; schedule arguments go to `NuRLSchedule`."""
     spec = ModelSpec(str(model_dir))
     kwargs: dict[str, Any] = dict(
-        model=spec, train_problems=[A, B], verifier=load_verifier("tiny"),
+        model=spec,
+        train_problems=[A, B],
+        verifier=load_verifier("tiny"),
         prompt=ChatPrompt(spec, template="tiny"),
         engine=functools.partial(HFEngine, max_batch_size=64),
         optimizer=functools.partial(torch.optim.AdamW, lr=1e-4, weight_decay=0.0),
-        prompts_per_step=2, group_size=G, max_new_tokens=12, micro_batch_size=8,
-        val_every=0, export=False, resume=None, seed=0,
-        hints=StoreHints(hint_store()), injector=HintInjector(),
-        stage1_max_steps=1, stage2_steps=1, filter_n=4,
+        prompts_per_step=2,
+        group_size=G,
+        max_new_tokens=12,
+        micro_batch_size=8,
+        val_every=0,
+        export=False,
+        resume=None,
+        seed=0,
+        hints=StoreHints(hint_store()),
+        injector=HintInjector(),
+        stage1_max_steps=1,
+        stage2_steps=1,
+        filter_n=4,
     )
     kwargs.update(overrides)
-    return NuRLTrainer(**kwargs)
+    schedule = NuRLSchedule(**{k: kwargs.pop(k) for k in SCHEDULE if k in kwargs})
+    return GRPOTrainer(**grouped(kwargs), schedule=schedule)
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +145,12 @@ def hint_model(tmp_path_factory) -> Path:
 def trainer(hint_model, tmp_path):
     t = make_nurl(hint_model)
     t.setup(tmp_path)
-    t.injector.store = hint_store()
+    t.schedule.injector.store = hint_store()
     yield t
     t.cleanup()
 
 
-def one_step(trainer: NuRLTrainer) -> tuple[list, list]:
+def one_step(trainer: GRPOTrainer) -> tuple[list, list]:
     """Sample, score, refine and compute advantages for A (group 0) and B (group 1)."""
     rollouts = trainer.generate_rollouts([(0, A), (1, B)])
     trainer.score(rollouts)
@@ -139,14 +175,16 @@ def test_zero_pass_group_gets_one_original_and_g_minus_1_hinted(trainer):
     b = [r for r in merged if r.group_id == 1]
     assert all(x is y for x, y in zip(b, rollouts[G:])) and len(b) == G
     assert all(r.advantage == 0.0 and not r.hinted for r in b)
-    metrics, decisions = trainer.injector.step_metrics(trainer.backend)
+    metrics, decisions = trainer.schedule.injector.step_metrics(trainer.backend)
     assert metrics["nurl/groups_hinted"] == 1 and metrics["nurl/groups_zero_pass"] == 1
     assert metrics["nurl/frac_reward_zero_std_before"] == 1.0
     assert metrics["nurl/frac_reward_zero_std_after"] == 0.5
     assert metrics["nurl/hinted_pass_rate"] == 1.0 and metrics["nurl/hinted_adv_pos_frac"] == 1.0
     assert metrics["nurl/regen_rollouts"] == G - 1 and metrics["nurl/regen_tokens"] > 0
-    assert [(d.problem_id, d.group_id, d.pre_pass_rate, d.post_pass_rate, d.status, d.hint)
-            for d in decisions] == [("A", 0, 0.0, 1.0, "hinted", HINT)]
+    assert [
+        (d.problem_id, d.group_id, d.pre_pass_rate, d.post_pass_rate, d.status, d.hint)
+        for d in decisions
+    ] == [("A", 0, 0.0, 1.0, "hinted", HINT)]
 
 
 def test_hinted_logprobs_are_computed_with_the_hint_in_context(trainer):
@@ -158,63 +196,65 @@ def test_hinted_logprobs_are_computed_with_the_hint_in_context(trainer):
         ids = torch.tensor([hinted.prompt_ids + hinted.completion_ids])
         logits = model(input_ids=ids).logits[0, len(hinted.prompt_ids) - 1 : -1]
         direct = torch.log_softmax(logits.float(), -1).gather(
-            -1, torch.tensor(hinted.completion_ids)[:, None])[:, 0]
+            -1, torch.tensor(hinted.completion_ids)[:, None]
+        )[:, 0]
         plain = trainer.tokenizer(trainer.prompt(A), add_special_tokens=False).input_ids
         ids = torch.tensor([plain + hinted.completion_ids])
         logits = model(input_ids=ids).logits[0, len(plain) - 1 : -1]
         unhinted = torch.log_softmax(logits.float(), -1).gather(
-            -1, torch.tensor(hinted.completion_ids)[:, None])[:, 0]
+            -1, torch.tensor(hinted.completion_ids)[:, None]
+        )[:, 0]
     assert torch.allclose(via_trainer[0, : len(direct)], direct, atol=1e-5)
     assert torch.allclose(direct, torch.tensor(hinted.sample_logprobs), atol=1e-4)
     assert (direct - unhinted).abs().max() > 1.0  # without the hint "Answer: 1" is unlikely
 
 
 def test_gate_variants(trainer):
-    trainer.injector.gate = "never"
+    trainer.schedule.injector.gate = "never"
     rollouts, merged = one_step(trainer)
     assert merged == rollouts and not any(r.hinted for r in merged)
-    trainer.injector.gate, trainer.injector.hinted_per_group = "always", "G"
+    trainer.schedule.injector.gate, trainer.schedule.injector.hinted_per_group = "always", "G"
     _, merged = one_step(trainer)
     assert [r.hinted for r in merged] == [True] * (2 * G)
     assert [r.group_id for r in merged] == [0] * G + [1] * G
-    trainer.injector.enabled = False  # stage 1 with start=after_plateau
+    trainer.schedule.injector.enabled = False  # stage 1 with start=after_plateau
     rollouts, merged = one_step(trainer)
     assert merged == rollouts
 
 
 def test_missing_hint_and_prompt_budget(trainer):
-    trainer.injector.store = HintStore()
+    trainer.schedule.injector.store = HintStore()
     _, merged = one_step(trainer)
     assert not any(r.hinted for r in merged)
-    _, decisions = trainer.injector.step_metrics(trainer.backend)
+    _, decisions = trainer.schedule.injector.step_metrics(trainer.backend)
     assert [d.status for d in decisions] == ["no_hint"]
-    trainer.injector.store = hint_store()
+    trainer.schedule.injector.store = hint_store()
     hinted_len = len(trainer.tokenizer(trainer.prompt(A, HINT), add_special_tokens=False).input_ids)
-    trainer.injector.max_prompt_tokens = hinted_len - 1
+    trainer.schedule.injector.max_prompt_tokens = hinted_len - 1
     with pytest.raises(NudgekitError, match=f"problem A has {hinted_len} tokens"):
         one_step(trainer)
-    trainer.injector.on_overflow = "skip"
+    trainer.schedule.injector.on_overflow = "skip"
     _, merged = one_step(trainer)
-    metrics, decisions = trainer.injector.step_metrics(trainer.backend)
+    metrics, decisions = trainer.schedule.injector.step_metrics(trainer.backend)
     assert not any(r.hinted for r in merged) and metrics["nurl/groups_too_long"] == 1
     assert [d.status for d in decisions] == ["too_long"]
-    trainer.injector.max_prompt_tokens = hinted_len
+    trainer.schedule.injector.max_prompt_tokens = hinted_len
     _, merged = one_step(trainer)
     assert sum(r.hinted for r in merged) == G - 1
 
 
 def test_config_errors():
     with pytest.raises(NudgekitError, match="needs a hint source"):
-        NuRLTrainer(hints=None, injector=HintInjector(gate="zero_pass"))
-    with pytest.raises(NudgekitError, match=r"unexpected trainer arguments \['max_steps'\]"):
-        NuRLTrainer(hints=StoreHints(HintStore()), max_steps=3)
+        NuRLSchedule(hints=None, injector=HintInjector(gate="zero_pass"))
     with pytest.raises(NudgekitError, match="start='later'"):
-        NuRLTrainer(hints=StoreHints(HintStore()), start="later")
+        NuRLSchedule(hints=StoreHints(HintStore()), start="later")
+    with pytest.raises(NudgekitError, match="filter_n >= 1"):
+        NuRLSchedule(hints=StoreHints(HintStore()), filter_n=0)
     with pytest.raises(NudgekitError, match="gate='some'"):
         HintInjector(gate="some")
 
 
-def final_state(trainer: NuRLTrainer) -> dict[str, torch.Tensor]:
+def final_state(trainer: GRPOTrainer) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in trainer.backend.full_state_dict().items()}
 
 
@@ -225,11 +265,11 @@ def test_two_stage_schedule_filters_and_resumes(hint_model, tmp_path):
     metrics = full.train()
     ref = final_state(full)
     full.cleanup()
-    assert full.hint_source.calls == 1
+    assert full.schedule.hint_source.calls == 1
     assert metrics["train/steps"] == 3 and metrics["nurl/stage"] == 2
     assert metrics["nurl/filter_kept"] == 1 and metrics["nurl/stage2_start"] == 1
-    assert full.extra_state["filtered_ids"] == ["A"]  # B is solved 4/4 by the stage-1 policy
-    assert full.extra_state["stage1_end"] == "step_cap"
+    assert full.schedule.state["filtered_ids"] == ["A"]  # B is solved 4/4 by the stage-1 policy
+    assert full.schedule.state["stage1_end"] == "step_cap"
     assert HintStore.load(tmp_path / "full" / "hints.jsonl").hints() == hint_store().hints()
     ckpts = tmp_path / "full" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == [f"step-00000{i}" for i in range(4)]
@@ -239,10 +279,10 @@ def test_two_stage_schedule_filters_and_resumes(hint_model, tmp_path):
         shutil.copytree(ckpts / f"step-00000{step}", run / "checkpoints" / f"step-00000{step}")
         again = make_nurl(hint_model, hints=CountingSource(hint_store()), resume="auto", **kw)
         again.setup(run)
-        assert again.stage == stage and again.step == step
+        assert again.schedule.stage == stage and again.step == step
         again.train()
-        assert again.hint_source.calls == 0  # the store came from the checkpoint
-        assert again.extra_state["filtered_ids"] == ["A"]
+        assert again.schedule.hint_source.calls == 0  # the store came from the checkpoint
+        assert again.schedule.state["filtered_ids"] == ["A"]
         got = final_state(again)
         again.cleanup()
         assert all(torch.equal(ref[k], got[k]) for k in ref), f"resume from step {step} differs"
@@ -264,15 +304,23 @@ class ListTracker:
 def test_stage_switch_on_plateau_and_original_reward_in_stage2(hint_model, tmp_path):
     """Train reward and val pass@1 stay at 0.5 (A always wrong, B always right): both are flat
     for 2 steps at step 3, well before the 6-step cap, so stage 2 starts there."""
-    plateau = PlateauDetector(metrics=["train/reward", "val/pass@1"], patience_steps=2,
-                              min_delta=0.1)
-    t = make_nurl(hint_model, val_problems=[A, B], val_every=1, val_n=2, plateau=plateau,
-                  stage1_max_steps=6, stage2_steps=1)
+    plateau = PlateauDetector(
+        metrics=["train/reward", "val/pass@1"], patience_steps=2, min_delta=0.1
+    )
+    t = make_nurl(
+        hint_model,
+        val_problems=[A, B],
+        val_every=1,
+        val_n=2,
+        plateau=plateau,
+        stage1_max_steps=6,
+        stage2_steps=1,
+    )
     t.setup(tmp_path)
     tracker = ListTracker()
     final = t.train(tracker)
     t.cleanup()
-    assert t.extra_state["stage1_end"] == "plateau" and t.extra_state["stage2_start"] == 3
+    assert t.schedule.state["stage1_end"] == "plateau" and t.schedule.state["stage2_start"] == 3
     assert final["nurl/stage2_start"] == 3 and final["nurl/stage1_plateau"] == 1
     steps = {s: m for s, m in tracker.rows if "train/reward" in m}
     assert sorted(steps) == [1, 2, 3, 4]

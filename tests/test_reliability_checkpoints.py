@@ -238,7 +238,7 @@ def test_deepspeed_checkpoint_without_manifest_is_refused(tiny_qwen_dir, run):
             {"optimizer": functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.0)},
             "optimizer.lr 0.003 -> 0.001",
         ),
-        ({"group_size": 2}, "group_size 4 -> 2"),
+        ({"group_size": 2}, "sampling.group_size 4 -> 2"),
         ({"prompts_per_step": 2}, "prompts_per_step 4 -> 2"),
         ({"seed": 1}, "seed 0 -> 1"),
     ],
@@ -314,12 +314,12 @@ def _cli(model_dir: Path, ckpt: Path, run: Path, *overrides: str) -> subprocess.
         f"model.name_or_path={model_dir}",
         "reward.name=tests.helpers.rl.rewards:char_parity",
         "pipeline.train_problems.level=1",
-        "pipeline.val_every=0",
+        "pipeline.validation.every=0",
         "pipeline.prompts_per_step=4",
         "pipeline.num_threads=1",
         "pipeline.export=false",
         "pipeline.plateau=null",
-        f"pipeline.checkpoint_dir={ckpt}",
+        f"pipeline.checkpoint.dir={ckpt}",
         f"hydra.run.dir={run}",
         *overrides,
     ]
@@ -359,7 +359,9 @@ def test_nurl_records_its_schedule_and_refuses_a_change(tiny_qwen_dir, tmp_path)
     first.cleanup()
     with pytest.raises(NudgekitError) as err:
         make_nurl(tiny_qwen_dir, **{**schedule, "filter_n": 2}).setup(tmp_path)
-    assert "filter_n 4 -> 2" in str(err.value) and "resume_allow=[filter_n]" in str(err.value)
+    assert "filter_n 4 -> 2" in str(err.value) and "resume_allow=[schedule.filter_n]" in str(
+        err.value
+    )
     longer = make_nurl(tiny_qwen_dir, **{**schedule, "stage2_steps": 1})  # run length: free
     longer.setup(tmp_path)
     assert longer.step == 1

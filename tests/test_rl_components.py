@@ -15,9 +15,15 @@ from nudgekit.rl.rollouts import by_length, padded_tokens, split_batches
 
 def _rollout(prompt, completion, reason="eos", adv=0.5):
     return Rollout(
-        problem_id="p", group_id=0, prompt_ids=prompt, completion_ids=completion,
-        sample_logprobs=[-0.1 * (i + 1) for i in range(len(completion))], text="",
-        finish_reason=reason, answer="1", advantage=adv,
+        problem_id="p",
+        group_id=0,
+        prompt_ids=prompt,
+        completion_ids=completion,
+        sample_logprobs=[-0.1 * (i + 1) for i in range(len(completion))],
+        text="",
+        finish_reason=reason,
+        answer="1",
+        advantage=adv,
     )
 
 
@@ -63,7 +69,10 @@ def test_split_batches_sorts_within_each_mini_batch():
     lengths = [[int(b.completion_mask.sum(1).max()) for b in mini] for mini in minis]
     assert lengths == [[1, 5], [2, 9]]  # rows never move between mini-batches
     plain = split_batches(rows, mini_batches=2, micro_batch_size=2, pad_id=0)
-    assert [[int(b.completion_mask.sum(1).max()) for b in mini] for mini in plain] == [[5, 5], [9, 9]]
+    assert [[int(b.completion_mask.sum(1).max()) for b in mini] for mini in plain] == [
+        [5, 5],
+        [9, 9],
+    ]
 
 
 def test_sampler_is_seeded_covers_each_epoch_and_resumes():
@@ -114,8 +123,7 @@ def test_plateau_min_mode_and_bad_args():
 
 def test_plateau_needs_every_metric_flat_for_n_steps():
     """The paper's rule: train reward AND validation flat for N steps (not N validations)."""
-    det = PlateauDetector(metrics=["train/reward", "val/pass@1"], patience_steps=4,
-                          min_delta=0.01)
+    det = PlateauDetector(metrics=["train/reward", "val/pass@1"], patience_steps=4, min_delta=0.01)
     det.observe({"val/pass@1": 0.5}, 0)
     fired = []
     for step in range(1, 13):
@@ -206,3 +214,40 @@ def test_checkpoint_restores_rng_streams(tmp_path):
     random.random(), np.random.rand(), torch.rand(())
     set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == expected
+
+
+def test_run_config_of_an_older_checkpoint_reads_under_the_grouped_keys():
+    """Checkpoints written before the settings were grouped recorded `group_size`, `ppo_epochs`,
+    NuRL's `injector.gate`, ...: they resume under `sampling.*`, `update.*`, `schedule.*`."""
+    from nudgekit.rl.runconfig import check_resume, upgrade_keys
+
+    old = {
+        "group_size": 4,
+        "temperature": 1.0,
+        "stop": [],
+        "ppo_epochs": 1,
+        "seed": 0,
+        "injector._target_": "nudgekit.nurl.inject.HintInjector",
+        "injector.gate": "zero_pass",
+        "filter_n": 8,
+        "optimizer.lr": 0.001,
+    }
+    new = {
+        "sampling.group_size": 4,
+        "sampling.temperature": 1.0,
+        "sampling.stop": [],
+        "update.ppo_epochs": 1,
+        "seed": 0,
+        "schedule.injector._target_": "nudgekit.nurl.inject.HintInjector",
+        "schedule.injector.gate": "zero_pass",
+        "schedule.filter_n": 8,
+        "optimizer.lr": 0.001,
+    }
+    assert upgrade_keys(old) == new
+    assert check_resume(old, new, [], "ckpt") == {}
+    with pytest.raises(NudgekitError, match=r"sampling\.group_size 4 -> 8"):
+        check_resume(old, {**new, "sampling.group_size": 8}, [], "ckpt")
+    with pytest.raises(
+        NudgekitError, match=r"schedule\.injector\.gate \"zero_pass\" -> \"always\""
+    ):
+        check_resume(old, {**new, "schedule.injector.gate": "always"}, [], "ckpt")

@@ -134,9 +134,9 @@ NO_TORCHRUN = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 @pytest.mark.parametrize(
     ("overrides", "target"),
     [
-        ([], "nudgekit.nurl.NuRLTrainer"),
+        ([], "nudgekit.nurl.NuRLSchedule"),
         (["pipeline=hints", "pipeline.problems=${train_data}"], "nudgekit.nurl.HintsPipeline"),
-        (["hints=file", "hints.path=hints.jsonl"], "nudgekit.nurl.NuRLTrainer"),
+        (["hints=file", "hints.path=hints.jsonl"], "nudgekit.nurl.NuRLSchedule"),
     ],
     ids=["train", "collect-hints", "reuse-hints"],
 )
@@ -147,7 +147,8 @@ def test_nurl_qwen_workflows_compose_and_bind(overrides, target):
     from nudgekit.runtime import validate_targets
 
     cfg = compose_cfg(["experiment=nurl_qwen", *overrides], tiny=False, hydra=True)
-    assert cfg.pipeline._target_ == target
+    node = cfg.pipeline.schedule if "schedule" in cfg.pipeline else cfg.pipeline
+    assert node._target_ == target
     assert validate_targets(cfg) == []
     if target == "nudgekit.nurl.HintsPipeline":
         assert cfg.pipeline.problems.source == "hiyouga/math12k"
@@ -213,11 +214,11 @@ def test_nurl_qwen_trains_two_steps_in_one_process(tiny_qwen_dir, tmp_path):
         "budget.max_new_tokens=8",
         "budget.problems=4",
         "pipeline.prompts_per_step=2",
-        "pipeline.micro_batch_size=2",
-        "pipeline.mini_batches=1",
-        "pipeline.val_every=0",
-        "pipeline.filter_n=2",
-        "pipeline.save_every=0",
+        "pipeline.update.micro_batch_size=2",
+        "pipeline.update.mini_batches=1",
+        "pipeline.validation.every=0",
+        "pipeline.schedule.filter_n=2",
+        "pipeline.checkpoint.every=0",
         f"hydra.run.dir={run_dir}",
     ]
     proc = subprocess.run(

@@ -317,7 +317,7 @@ def test_keep_last_k_and_weights_only_checkpoints(tiny_qwen_dir, tmp_path):
     from helpers.rl.build import make_trainer
     from transformers import AutoModelForCausalLM
 
-    with pytest.raises(NudgekitError, match="keep_checkpoints must be >= 1"):
+    with pytest.raises(NudgekitError, match="checkpoint.keep must be >= 1"):
         make_trainer(tiny_qwen_dir, keep_checkpoints=0)
     trainer = make_trainer(
         tiny_qwen_dir, max_steps=2, save_every=1, keep_checkpoints=1, checkpoint_weights_only=True
@@ -372,8 +372,8 @@ def test_nurl_hint_store_sits_beside_the_state_and_old_checkpoints_resume(tiny_q
         tiny_qwen_dir, hints=source, stage1_max_steps=1, stage2_steps=0, resume="auto", filter_n=1
     )
     again.setup(tmp_path / "legacy")
-    assert again.injector.store.hints() == hint_store().hints()
-    assert "hints" not in again.extra_state and again.extra_state["hint_count"] == 2
+    assert again.schedule.injector.store.hints() == hint_store().hints()
+    assert "hints" not in again.extra_state() and again.extra_state()["hint_count"] == 2
     again.train()
     again.cleanup()
     assert source.calls == 0  # the store came from the old checkpoint

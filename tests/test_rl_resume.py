@@ -19,12 +19,25 @@ STEPS = 12
 
 def _command(model_dir: Path, ckpt: Path, run: Path) -> list[str]:
     return [
-        sys.executable, "run.py", "experiment=grpo_tiny", "debug=tiny", "model=local",
-        f"model.name_or_path={model_dir}", "reward.name=tests.helpers.rl.rewards:char_parity",
-        "pipeline.train_problems.level=1", f"pipeline.max_steps={STEPS}", "pipeline.save_every=2",
-        "pipeline.val_every=0", "pipeline.prompts_per_step=4", "pipeline.micro_batch_size=4",
-        "pipeline.num_threads=1", "pipeline.export=false", "pipeline.optimizer.lr=3e-3",
-        "pipeline.plateau=null", f"pipeline.checkpoint_dir={ckpt}", f"hydra.run.dir={run}",
+        sys.executable,
+        "run.py",
+        "experiment=grpo_tiny",
+        "debug=tiny",
+        "model=local",
+        f"model.name_or_path={model_dir}",
+        "reward.name=tests.helpers.rl.rewards:char_parity",
+        "pipeline.train_problems.level=1",
+        f"pipeline.max_steps={STEPS}",
+        "pipeline.checkpoint.every=2",
+        "pipeline.validation.every=0",
+        "pipeline.prompts_per_step=4",
+        "pipeline.update.micro_batch_size=4",
+        "pipeline.num_threads=1",
+        "pipeline.export=false",
+        "pipeline.optimizer.lr=3e-3",
+        "pipeline.plateau=null",
+        f"pipeline.checkpoint.dir={ckpt}",
+        f"hydra.run.dir={run}",
     ]
 
 
@@ -42,8 +55,9 @@ def _final_state(ckpt: Path) -> dict:
 
 
 def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tiny_qwen_dir, tmp_path):
-    baseline = _start(_command(tiny_qwen_dir, tmp_path / "ck_a", tmp_path / "run_a"),
-                      tmp_path / "a.log")
+    baseline = _start(
+        _command(tiny_qwen_dir, tmp_path / "ck_a", tmp_path / "run_a"), tmp_path / "a.log"
+    )
     victim_ckpt = tmp_path / "ck_b"
     victim = _start(_command(tiny_qwen_dir, victim_ckpt, tmp_path / "run_b1"), tmp_path / "b1.log")
     first = victim_ckpt / "step-000002" / "trainer_state.json"
@@ -66,7 +80,11 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tiny_qwen_dir, tmp
     a, b = _final_state(tmp_path / "ck_a"), _final_state(victim_ckpt)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
-        assert torch.equal(pa["exp_avg"], pb["exp_avg"]) and torch.equal(pa["exp_avg_sq"], pb["exp_avg_sq"])
-    state_a = json.loads((tmp_path / "ck_a" / f"step-{STEPS:06d}" / "trainer_state.json").read_text())
+        assert torch.equal(pa["exp_avg"], pb["exp_avg"]) and torch.equal(
+            pa["exp_avg_sq"], pb["exp_avg_sq"]
+        )
+    state_a = json.loads(
+        (tmp_path / "ck_a" / f"step-{STEPS:06d}" / "trainer_state.json").read_text()
+    )
     state_b = json.loads((victim_ckpt / f"step-{STEPS:06d}" / "trainer_state.json").read_text())
     assert state_a["sampler"] == state_b["sampler"] and state_b["step"] == STEPS

@@ -7,7 +7,14 @@ import torch
 from helpers.rl.build import make_trainer
 
 from nudgekit.errors import NudgekitError
-from nudgekit.rl import Rollout, collate, token_logprobs
+from nudgekit.rl import (
+    Rollout,
+    RolloutContext,
+    RolloutHook,
+    TrainerHook,
+    collate,
+    token_logprobs,
+)
 from nudgekit.rl.rollouts import by_length
 
 
@@ -74,9 +81,17 @@ def test_training_updates_the_policy_and_logs_grpo_metrics(tiny_qwen_dir, tmp_pa
     steps = [s for s, _ in tracker.logs]
     assert steps == [1, 2, 3]
     logged = tracker.logs[0][1]
-    for key in ("train/reward", "train/frac_reward_zero_std", "train/approx_kl",
-                "train/clip_frac/region", "train/entropy", "train/loss", "train/grad_norm",
-                "perf/tokens_per_s", "train/lr"):
+    for key in (
+        "train/reward",
+        "train/frac_reward_zero_std",
+        "train/approx_kl",
+        "train/clip_frac/region",
+        "train/entropy",
+        "train/loss",
+        "train/grad_norm",
+        "perf/tokens_per_s",
+        "train/lr",
+    ):
         assert key in logged and logged[key] == logged[key], key  # present and not NaN
     assert 0 < logged["train/entropy"] < 10
     assert logged["train/logprob_abs_diff"] < 1e-4  # mu=1: old log-probs = current, detached
@@ -110,7 +125,8 @@ def test_length_sorted_micro_batches_give_the_same_update(tiny_qwen_dir, tmp_pat
     # from rollouts sorted by completion length changes only the padding
     seen = []
 
-    def ragged(trainer, rollouts):  # the tiny policy never stops early: cut completions
+    def ragged(ctx):  # the tiny policy never stops early: cut completions
+        rollouts = ctx.rollouts
         for i, r in enumerate(rollouts):
             n = 1 + (3 * i) % len(r.completion_ids)
             r.completion_ids, r.sample_logprobs = r.completion_ids[:n], r.sample_logprobs[:n]
@@ -119,7 +135,7 @@ def test_length_sorted_micro_batches_give_the_same_update(tiny_qwen_dir, tmp_pat
 
     # every row runs its own prompt, so sorting pays off here (with shared prompts it would mix
     # the groups' prompts into each micro-batch and cost more: `by_length` keeps the order then)
-    kw = dict(max_steps=2, micro_batch_size=2, rollout_hooks=[ragged], share_prompt=False)
+    kw = dict(max_steps=2, micro_batch_size=2, hooks=[RolloutHook(ragged)], share_prompt=False)
     sorted_, _, _ = _train(tiny_qwen_dir, tmp_path / "a", sort_by_length=True, **kw)
     plain, _, _ = _train(tiny_qwen_dir, tmp_path / "b", sort_by_length=False, **kw)
     assert all(by_length(r, 2, True) == list(range(len(r))) for r in seen)
@@ -132,8 +148,9 @@ def test_ppo_epochs_and_mini_batches_clip_and_track_kl(tiny_qwen_dir, tmp_path):
     from nudgekit.rl import ClippedPolicyLoss, SeqMeanTokenMean
 
     loss = ClippedPolicyLoss(0.2, 0.2, beta=0.1, aggregation=SeqMeanTokenMean())
-    trainer, tracker, _ = _train(tiny_qwen_dir, tmp_path, loss=loss, ppo_epochs=2,
-                                 mini_batches=2, max_steps=2)
+    trainer, tracker, _ = _train(
+        tiny_qwen_dir, tmp_path, loss=loss, ppo_epochs=2, mini_batches=2, max_steps=2
+    )
     logged = tracker.logs[-1][1]
     assert trainer.ref_model is not None  # beta > 0 loads the reference policy
     assert logged["train/optimizer_steps"] == 4
@@ -146,7 +163,11 @@ def test_validation_plateau_stops_training_and_logs_a_table(tiny_qwen_dir, tmp_p
 
     # a constant validation reward is flat from the start: patience 2 stops after 2 more evals
     trainer, tracker, metrics = _train(
-        tiny_qwen_dir, tmp_path, verifier=lambda c, a: 0.0, max_steps=10, val_every=1,
+        tiny_qwen_dir,
+        tmp_path,
+        verifier=lambda c, a: 0.0,
+        max_steps=10,
+        val_every=1,
         plateau=PlateauDetector(patience=2, metric="val/pass@1"),
     )
     assert trainer.step == 2 and metrics["train/plateau_step"] == 2
@@ -160,15 +181,85 @@ def test_validation_plateau_stops_training_and_logs_a_table(tiny_qwen_dir, tmp_p
 def test_rollout_hooks_run_between_score_and_advantages(tiny_qwen_dir, tmp_path):
     seen = []
 
-    def hook(trainer, rollouts: list[Rollout]) -> list[Rollout]:
+    def hook(ctx: RolloutContext) -> list[Rollout]:
+        rollouts = ctx.rollouts
         seen.append([r.reward for r in rollouts])
         for r in rollouts:  # pretend a hint made every first sample of a group succeed
-            r.reward = 1.0 if r is rollouts[r.group_id * trainer.group_size] else 0.0
+            r.reward = 1.0 if r is rollouts[r.group_id * ctx.group_size] else 0.0
         return rollouts
 
-    trainer, tracker, _ = _train(tiny_qwen_dir, tmp_path, rollout_hooks=[hook], max_steps=1)
+    trainer, tracker, _ = _train(tiny_qwen_dir, tmp_path, hooks=[RolloutHook(hook)], max_steps=1)
     assert len(seen) == 1 and len(seen[0]) == 16
     assert tracker.logs[0][1]["train/reward"] == 0.25  # advantages were computed after the hook
+
+
+class RecordingHook(TrainerHook):
+    """Records the hook points it is called at; keeps a counter in the checkpoint state."""
+
+    def __init__(self, end: int | None = None) -> None:
+        self.calls, self.state, self.end, self.loaded = [], {"rollout_calls": 0}, end, None
+
+    def on_train_start(self, trainer):
+        self.calls.append(("train_start", trainer.step))
+
+    def on_step_start(self, trainer):
+        self.calls.append(("step_start", trainer.step))
+
+    def on_rollouts(self, ctx):
+        self.calls.append(("rollouts", ctx.step))
+        self.state["rollout_calls"] += 1
+        assert len(ctx.rollouts) == 4 * ctx.group_size
+        return ctx.rollouts
+
+    def on_step_end(self, trainer, metrics):
+        self.calls.append(("step_end", trainer.step))
+        metrics["hook/rollout_calls"] = float(self.state["rollout_calls"])
+
+    def end_step(self, trainer, end):
+        return end if self.end is None else self.end
+
+    def state_dict(self):
+        return self.state
+
+    def load_state_dict(self, state, path):
+        self.loaded = dict(state)
+        self.state = dict(state)
+
+    def final_metrics(self):
+        return {"hook/final": 1.0}
+
+
+def test_hook_points_run_in_order_and_their_state_resumes(tiny_qwen_dir, tmp_path):
+    # the schedule sets the run length (2 steps, not max_steps=5); hooks see every point in order
+    hook = RecordingHook(end=2)
+    trainer, tracker, metrics = _train(
+        tiny_qwen_dir, tmp_path, schedule=hook, max_steps=5, save_every=1, keep_checkpoints=None
+    )
+    assert trainer.step == 2 and metrics["hook/final"] == 1.0
+    assert hook.calls == [
+        ("train_start", 0),
+        ("step_start", 0),
+        ("rollouts", 0),
+        ("step_end", 1),
+        ("step_start", 1),
+        ("rollouts", 1),
+        ("step_end", 2),
+    ]
+    assert [m["hook/rollout_calls"] for _, m in tracker.logs] == [1.0, 2.0]
+    # its state is the checkpoint's extra_state, and a resumed run's hook gets it back
+    again = RecordingHook(end=2)
+    resumed = make_trainer(
+        tiny_qwen_dir,
+        schedule=again,
+        max_steps=5,
+        keep_checkpoints=None,
+        resume=str(tmp_path / "checkpoints" / "step-000001"),
+    )
+    resumed.setup(tmp_path)
+    assert resumed.step == 1 and again.loaded == {"rollout_calls": 1}
+    resumed.train()
+    resumed.cleanup()
+    assert again.state == {"rollout_calls": 2} and again.calls[-1] == ("step_end", 2)
 
 
 def test_resume_at_an_epoch_boundary_matches_an_uninterrupted_run(tiny_qwen_dir, tmp_path):
@@ -216,4 +307,3 @@ def test_torch_backend_refuses_multiple_processes(tiny_qwen_dir, tmp_path, monke
     trainer = make_trainer(tiny_qwen_dir, prompts_per_step=4)
     with pytest.raises(NudgekitError, match="trainer/deepspeed=zero1"):
         trainer.setup(tmp_path)
-

@@ -64,22 +64,34 @@ def nudgekit_trainer(work: Work, run_dir: str, **overrides: Any) -> Any:
 
     from nudgekit.engines.hf import HFEngine
     from nudgekit.models import ChatPrompt, ModelSpec
-    from nudgekit.rl import ClippedPolicyLoss, GRPOTrainer, TokenMean
+    from nudgekit.rl import ClippedPolicyLoss, GRPOTrainer, Sampling, TokenMean, Update, Validation
     from nudgekit.zoo import resolve
 
     spec = ModelSpec(str(resolve(work.model)))
     problems, verifier = problems_and_verifier(work)
     kwargs: dict[str, Any] = dict(
-        model=spec, train_problems=problems, verifier=verifier,
+        model=spec,
+        train_problems=problems,
+        verifier=verifier,
         prompt=ChatPrompt(spec, template="tiny"),
         engine=functools.partial(HFEngine, max_batch_size=128),
-        optimizer=functools.partial(torch.optim.AdamW, lr=work.lr, betas=(0.9, 0.99),
-                                    weight_decay=0.0),
-        loss=ClippedPolicyLoss(epsilon_low=0.2, epsilon_high=0.2, beta=0.0, aggregation=TokenMean()),
-        max_steps=work.warmup + work.steps, prompts_per_step=work.prompts,
-        group_size=work.group_size, max_new_tokens=work.max_new_tokens, temperature=1.0,
-        ppo_epochs=1, mini_batches=1, micro_batch_size=work.micro_batch_size, val_every=0,
-        export=False, resume=None, seed=work.seed, num_threads=1,
+        optimizer=functools.partial(
+            torch.optim.AdamW, lr=work.lr, betas=(0.9, 0.99), weight_decay=0.0
+        ),
+        loss=ClippedPolicyLoss(
+            epsilon_low=0.2, epsilon_high=0.2, beta=0.0, aggregation=TokenMean()
+        ),
+        max_steps=work.warmup + work.steps,
+        prompts_per_step=work.prompts,
+        sampling=Sampling(
+            group_size=work.group_size, max_new_tokens=work.max_new_tokens, temperature=1.0
+        ),
+        update=Update(ppo_epochs=1, mini_batches=1, micro_batch_size=work.micro_batch_size),
+        validation=Validation(every=0),
+        export=False,
+        resume=None,
+        seed=work.seed,
+        num_threads=1,
     )
     kwargs.update(overrides)
     trainer = GRPOTrainer(**kwargs)
@@ -96,13 +108,18 @@ def time_nudgekit(work: Work, trainer: Any) -> dict[str, Any]:
         cpu = time.process_time()
         m = trainer.train_step()
         if i >= work.warmup:
-            steps.append({
-                "step_s": m["perf/step_s"], "cpu_s": time.process_time() - cpu,
-                "threads": torch.get_num_threads(), "generate_s": m["perf/generate_s"],
-                "update_s": m["perf/update_s"],
-                "tokens": m["perf/tokens_per_s"] * m["perf/step_s"],
-                "reward": m["train/reward"], "hinted_frac": m.get("train/hinted_frac", 0.0),
-            })
+            steps.append(
+                {
+                    "step_s": m["perf/step_s"],
+                    "cpu_s": time.process_time() - cpu,
+                    "threads": torch.get_num_threads(),
+                    "generate_s": m["perf/generate_s"],
+                    "update_s": m["perf/update_s"],
+                    "tokens": m["perf/tokens_per_s"] * m["perf/step_s"],
+                    "reward": m["train/reward"],
+                    "hinted_frac": m.get("train/hinted_frac", 0.0),
+                }
+            )
     return {"steps": steps, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -119,8 +136,14 @@ def run_worker(script: Path, args: Sequence[str], timeout: float = 1800) -> dict
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     env.setdefault("NUDGEKIT_CACHE", "/work/zoo_cache")
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(script), "--worker", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(script), "--worker", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
     if proc.returncode:
         raise RuntimeError(f"worker {args} failed:\n{proc.stderr[-4000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -135,9 +158,12 @@ def alternate(script: Path, sides: dict[str, Sequence[str]], rounds: int) -> dic
         for name, args in sides.items():
             res = run_worker(script, args)
             runs[name].append(res)
-            print(f"  round {r + 1}/{rounds} {name}: step "
-                  f"{median_of(res['steps'], 'step_s'):.2f}s rss {res['peak_rss_mb']:.0f} MB",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  round {r + 1}/{rounds} {name}: step "
+                f"{median_of(res['steps'], 'step_s'):.2f}s rss {res['peak_rss_mb']:.0f} MB",
+                file=sys.stderr,
+                flush=True,
+            )
     return runs
 
 
@@ -146,9 +172,10 @@ def median_of(steps: Sequence[dict], key: str) -> float:
     return statistics.median(vals) if vals else float("nan")
 
 
-def summarise(runs: Sequence[dict],
-              keys: Sequence[str] = ("step_s", "cpu_s", "generate_s", "update_s"),
-              ) -> dict[str, float]:
+def summarise(
+    runs: Sequence[dict],
+    keys: Sequence[str] = ("step_s", "cpu_s", "generate_s", "update_s"),
+) -> dict[str, float]:
     """Medians over every timed step of every run, and the max peak RSS over runs."""
     steps = [s for r in runs for s in r["steps"]]
     out = {k: median_of(steps, k) for k in keys}
@@ -174,9 +201,14 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 def machine() -> dict[str, Any]:
     import torch
 
-    return {"platform": platform.platform(), "processor": platform.processor(),
-            "cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "threads_per_worker": 1}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads_per_worker": 1,
+    }
 
 
 def write_json(name: str, work: Work, payload: dict[str, Any]) -> Path:

@@ -45,26 +45,34 @@ def nurl_worker(work: Work, fraction: float, run_dir: str) -> dict[str, Any]:
     """GRPO + `HintInjector(gate=always)` with hints for `fraction` of a fixed 16-problem pool."""
     from nudgekit.nurl.inject import HintInjector
     from nudgekit.nurl.store import HintRecord, HintStore
+    from nudgekit.rl import RolloutHook
 
     pool = problems_and_verifier(work)[0][: work.prompts]
     hinted = pool[: round(fraction * len(pool))]
     injector = HintInjector(gate="always" if hinted else "never")
     injector.store = HintStore(
-        HintRecord(id=p.id, hint=p.meta["hints"]["partial"], source="oracle") for p in hinted)
-    trainer = nudgekit_trainer(work, run_dir, train_problems=pool, rollout_hooks=[injector])
+        HintRecord(id=p.id, hint=p.meta["hints"]["partial"], source="oracle") for p in hinted
+    )
+    trainer = nudgekit_trainer(work, run_dir, train_problems=pool, hooks=[RolloutHook(injector)])
     steps = []
     for i in range(work.warmup + work.steps):
         m = trainer.train_step()
         nurl = injector.step_metrics(trainer.backend)[0]
         regen = nurl["nurl/regen_s"]
         if i >= work.warmup:
-            steps.append({"step_s": m["perf/step_s"], "generate_s": m["perf/generate_s"],
-                          "regen_s": regen, "update_s": m["perf/update_s"],
-                          "regen_share": regen / m["perf/generate_s"],
-                          "hinted_frac": m["train/hinted_frac"],
-                          "regen_rows": nurl["nurl/regen_rollouts"],
-                          "regen_tokens": nurl["nurl/regen_tokens"],
-                          "first_tokens": m["perf/gen_tokens_per_s"] * m["perf/generate_s"]})
+            steps.append(
+                {
+                    "step_s": m["perf/step_s"],
+                    "generate_s": m["perf/generate_s"],
+                    "regen_s": regen,
+                    "update_s": m["perf/update_s"],
+                    "regen_share": regen / m["perf/generate_s"],
+                    "hinted_frac": m["train/hinted_frac"],
+                    "regen_rows": nurl["nurl/regen_rollouts"],
+                    "regen_tokens": nurl["nurl/regen_tokens"],
+                    "first_tokens": m["perf/gen_tokens_per_s"] * m["perf/generate_s"],
+                }
+            )
     return {"steps": steps, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -74,16 +82,23 @@ def predicted(fraction: float, group_size: int) -> float:
 
 
 def report_row(f: float, runs: list[dict], base: dict[str, float], g: int) -> dict[str, Any]:
-    m = summarise(runs, ("step_s", "generate_s", "regen_s", "update_s", "regen_share",
-                         "hinted_frac"))
+    m = summarise(
+        runs, ("step_s", "generate_s", "regen_s", "update_s", "regen_share", "hinted_frac")
+    )
     pred = predicted(f, g)
     step_pred = pred * base["generate_s"] / base["step_s"]
     step_over = m["step_s"] / base["step_s"] - 1
-    return {"f": f, "hinted_rollouts": m["hinted_frac"], "step_s": m["step_s"],
-            "regen/gen measured": m["regen_share"], "regen/gen predicted": pred,
-            "regen: measured/predicted": m["regen_share"] / pred if pred else float("nan"),
-            "step overhead measured": step_over, "step overhead predicted": step_pred,
-            "step: measured/predicted": step_over / step_pred if step_pred else float("nan")}
+    return {
+        "f": f,
+        "hinted_rollouts": m["hinted_frac"],
+        "step_s": m["step_s"],
+        "regen/gen measured": m["regen_share"],
+        "regen/gen predicted": pred,
+        "regen: measured/predicted": m["regen_share"] / pred if pred else float("nan"),
+        "step overhead measured": step_over,
+        "step overhead predicted": step_pred,
+        "step: measured/predicted": step_over / step_pred if step_pred else float("nan"),
+    }
 
 
 def parse() -> tuple[argparse.Namespace, Work]:
@@ -109,10 +124,17 @@ def main() -> None:
     rows = [report_row(f, runs[f"f={f}"], base, work.group_size) for f in fractions[1:]]
     print(f"GRPO (gate=never) step {base['step_s']:.2f}s, generation {base['generate_s']:.2f}s")
     print(table(rows))
-    path = write_json("nurl_overhead", replace(work), {
-        "grpo": base, "rows": rows, "runs": runs,
-        "within_10pct": [abs(r["regen: measured/predicted"] - 1) <= 0.1 for r in rows],
-        "median_regen_ratio": statistics.median(r["regen: measured/predicted"] for r in rows)})
+    path = write_json(
+        "nurl_overhead",
+        replace(work),
+        {
+            "grpo": base,
+            "rows": rows,
+            "runs": runs,
+            "within_10pct": [abs(r["regen: measured/predicted"] - 1) <= 0.1 for r in rows],
+            "median_regen_ratio": statistics.median(r["regen: measured/predicted"] for r in rows),
+        },
+    )
     print(f"wrote {path}")
 
 

@@ -246,11 +246,11 @@ def nurl_overrides(m: Machine, path: str, steps: int) -> list[str]:
         "budget.max_new_tokens=16",
         "budget.problems=8",
         "pipeline.prompts_per_step=4",
-        "pipeline.micro_batch_size=4",
-        "pipeline.mini_batches=1",
-        "pipeline.val_every=0",
-        "pipeline.filter_n=4",
-        "pipeline.save_every=0",
+        "pipeline.update.micro_batch_size=4",
+        "pipeline.update.mini_batches=1",
+        "pipeline.validation.every=0",
+        "pipeline.schedule.filter_n=4",
+        "pipeline.checkpoint.every=0",
     ]
 
 

@@ -10,7 +10,8 @@
 - `gate`: pure functions for the zero-pass gate, the G-1 split, the prompt budget and merging.
 - `HintInjector`: the gate + G-1 injection as a GRPO rollout hook.
 - `PassCurveEval`: hint-free pass@k for k = 1, 2, 4, ..., n (the upper-limit evaluation).
-- `NuRLTrainer` (`pipeline=nurl`): hints, stage 1, the 8/8 filter and stage 2 in one run.
+- `NuRLSchedule` (`pipeline=nurl`): hints, stage 1, the 8/8 filter and stage 2 in one run, as
+  the GRPO trainer's schedule (`pipeline.schedule`).
 """
 
 from typing import Any
@@ -58,7 +59,7 @@ __all__ = [
     "HintStore",
     "HintsPipeline",
     "LeakFilter",
-    "NuRLTrainer",
+    "NuRLSchedule",
     "OracleHints",
     "PassCurveEval",
     "SelfHints",
@@ -78,8 +79,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "NuRLTrainer":  # lazy: pulls in the GRPO trainer (torch, DeepSpeed backends)
-        from nudgekit.nurl.trainer import NuRLTrainer
+    if name == "NuRLSchedule":  # lazy: pulls in the GRPO step machinery (torch)
+        from nudgekit.nurl.schedule import NuRLSchedule
 
-        return NuRLTrainer
+        return NuRLSchedule
     raise AttributeError(f"module 'nudgekit.nurl' has no attribute {name!r}")

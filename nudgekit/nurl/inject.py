@@ -1,18 +1,19 @@
 """`HintInjector`: NuRL's gate + G-1 hint injection as a GRPO rollout hook.
 
-The GRPO trainer runs its `rollout_hooks` between `score` and `compute_advantages`; this hook:
+The GRPO trainer runs its hooks' `on_rollouts` between `score` and `compute_advantages` (NuRL's
+schedule hands them to this hook); it sees only the step's `RolloutContext` and:
 
 1. computes every local group's pass rate and asks the gate (`zero_pass` | `always` | `never`)
    which groups to hint;
 2. looks up each chosen group's hint in the `HintStore` (none: logged `no_hint`), renders the
-   hinted prompt with the trainer's own prompt (question + hint, chat-templated) and checks its
-   length against `max_prompt_tokens` (over: an error, or a logged `too_long` skip);
-3. regenerates `G-1` (or `G`) rollouts for **all** chosen groups in **one** batched engine call
-   (`trainer.generate_rollouts(..., hint=..., n=..., salt=1)`), each rollout carrying the exact
-   hinted prompt ids it was sampled with, so the trainer's log-probs are computed under the hint;
-4. scores them and merges each group to 1 original + G-1 hinted rollouts (`gate.merge_groups`).
+   hinted prompt's length (`ctx.prompt_tokens`: the trainer's own prompt, question + hint,
+   chat-templated) against `max_prompt_tokens` (over: an error, or a logged `too_long` skip);
+3. regenerates `G-1` (or `G`) scored rollouts for **all** chosen groups in **one** batched engine
+   call (`ctx.regenerate(pairs, hint, n)`), each rollout carrying the exact hinted prompt ids it
+   was sampled with, so the trainer's log-probs are computed under the hint;
+4. merges each group to 1 original + G-1 hinted rollouts (`gate.merge_groups`).
 
-Every rank calls the engine, even with nothing to regenerate: under ZeRO-3 the trainer's
+Every rank calls `regenerate`, even with nothing to regenerate: under ZeRO-3 the trainer's
 `backend.generation()` gathers the partitioned parameters (a collective every rank must enter),
 after which each rank decodes on its own, so ranks that hint different numbers of groups neither
 deadlock nor wait on one another's forward passes.
@@ -42,8 +43,6 @@ from nudgekit.nurl.gate import (
 )
 from nudgekit.nurl.store import HintStore
 
-REGEN_SALT = 1  # seeds of regenerated rollouts differ from the step's first draw
-
 
 def zero_std_groups(rollouts: Sequence[Any]) -> tuple[int, int]:
     """`(groups whose rewards are all equal, groups)` among `rollouts`."""
@@ -54,7 +53,8 @@ def zero_std_groups(rollouts: Sequence[Any]) -> tuple[int, int]:
 
 
 class HintInjector:
-    """The rollout hook; the NuRL trainer sets `store` and toggles `enabled`.
+    """The rollout hook, `(ctx: RolloutContext) -> rollouts`; NuRL's schedule sets `store` and
+    toggles `enabled`.
 
     Args:
         gate: "zero_pass" (the paper), "always" or "never".
@@ -73,65 +73,70 @@ class HintInjector:
         success: float = 1.0,
     ) -> None:
         self.gate = check_choice("gate", gate, GATES)
-        self.hinted_per_group = check_choice("hinted_per_group", hinted_per_group,
-                                             HINTED_PER_GROUP)
+        self.hinted_per_group = check_choice("hinted_per_group", hinted_per_group, HINTED_PER_GROUP)
         self.on_overflow = check_choice("on_overflow", on_overflow, ON_OVERFLOW)
         if max_prompt_tokens is not None and max_prompt_tokens < 1:
             raise NudgekitError(f"nurl: max_prompt_tokens must be >= 1, got {max_prompt_tokens}")
         self.max_prompt_tokens, self.success = max_prompt_tokens, success
         self.store = HintStore()
         self.enabled = True
-        self._problems: dict[str, Any] | None = None
         self._last: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ the hook
 
-    def __call__(self, trainer: Any, rollouts: list[Any]) -> list[Any]:
-        start = time.perf_counter()
+    def __call__(self, ctx: Any) -> list[Any]:
+        start, rollouts = time.perf_counter(), ctx.rollouts
         rates = pass_rates(rollouts, self.success)
         wanted = select_groups(rates, self.gate) if self.enabled else []
-        chosen, hints, decisions = self._choose(trainer, rollouts, rates, wanted)
-        keep, n_hinted = hint_split(trainer.group_size, self.hinted_per_group)
+        chosen, hints, decisions = self._choose(ctx, rates, wanted)
+        keep, n_hinted = hint_split(ctx.group_size, self.hinted_per_group)
         # every rank enters generation, even with nothing to do (ZeRO-3 gathers collectively)
-        regenerated = trainer.generate_rollouts(
-            chosen, hint=lambda p: hints[p.id], n=n_hinted, salt=REGEN_SALT)
-        trainer.score(regenerated)
+        regenerated = ctx.regenerate(chosen, lambda p: hints[p.id], n_hinted)
         merged = merge_groups(rollouts, regenerated, [g for g, _ in chosen], keep)
         post = pass_rates(regenerated, self.success)
         for g, p in chosen:
-            decisions.append(HintDecision(trainer.step + 1, p.id, g, rates[g], post.get(g, 0.0),
-                                          "hinted", hints[p.id], n_hinted))
+            decisions.append(
+                HintDecision(
+                    ctx.step + 1,
+                    p.id,
+                    g,
+                    rates[g],
+                    post.get(g, 0.0),
+                    "hinted",
+                    hints[p.id],
+                    n_hinted,
+                )
+            )
         self._last = {
-            "before": zero_std_groups(rollouts), "after": zero_std_groups(merged),
+            "before": zero_std_groups(rollouts),
+            "after": zero_std_groups(merged),
             "original": [float(r.reward) for r in rollouts],
-            "rates": rates, "wanted": len(wanted), "regenerated": regenerated,
-            "merged": merged, "decisions": decisions, "seconds": time.perf_counter() - start,
+            "rates": rates,
+            "wanted": len(wanted),
+            "regenerated": regenerated,
+            "merged": merged,
+            "decisions": decisions,
+            "seconds": time.perf_counter() - start,
         }
         return merged
 
-    def _problem(self, trainer: Any, problem_id: str) -> Any:
-        if self._problems is None:
-            self._problems = {p.id: p for p in trainer.train_problems}
-        return self._problems[problem_id]
-
-    def _choose(self, trainer: Any, rollouts: list[Any], rates: dict[int, float],
-                wanted: list[int]) -> tuple[list[tuple[int, Any]], dict[str, str], list]:
-        problem_of = {r.group_id: r.problem_id for r in rollouts}
+    def _choose(
+        self, ctx: Any, rates: dict[int, float], wanted: list[int]
+    ) -> tuple[list[tuple[int, Any]], dict[str, str], list]:
+        problem_of = {r.group_id: r.problem_id for r in ctx.rollouts}
+        step = ctx.step + 1
         chosen, hints, decisions = [], {}, []
         for g in wanted:
             pid = problem_of[g]
             hint = self.store.hint(pid)
             if hint is None:
-                decisions.append(HintDecision(trainer.step + 1, pid, g, rates[g], None, "no_hint"))
+                decisions.append(HintDecision(step, pid, g, rates[g], None, "no_hint"))
                 continue
-            problem = self._problem(trainer, pid)
+            problem = ctx.problem(pid)
             if self.max_prompt_tokens is not None:
-                text = trainer.prompt(problem, hint)
-                n_tokens = len(trainer.tokenizer(text, add_special_tokens=False).input_ids)
-                if not check_prompt_budget(n_tokens, self.max_prompt_tokens, pid,
-                                           self.on_overflow):
-                    decisions.append(HintDecision(trainer.step + 1, pid, g, rates[g], None,
-                                                  "too_long", hint))
+                n_tokens = ctx.prompt_tokens(problem, hint)
+                if not check_prompt_budget(n_tokens, self.max_prompt_tokens, pid, self.on_overflow):
+                    decisions.append(HintDecision(step, pid, g, rates[g], None, "too_long", hint))
                     continue
             chosen.append((g, problem))
             hints[pid] = hint
@@ -144,23 +149,60 @@ class HintInjector:
 
         Call after advantages are computed (they are read from the regenerated rollouts).
         """
-        last = self._last or {"before": (0, 0), "after": (0, 0), "rates": {}, "wanted": 0,
-                               "original": [], "regenerated": [], "merged": [],
-                               "decisions": [], "seconds": 0.0}
+        last = self._last or {
+            "before": (0, 0),
+            "after": (0, 0),
+            "rates": {},
+            "wanted": 0,
+            "original": [],
+            "regenerated": [],
+            "merged": [],
+            "decisions": [],
+            "seconds": 0.0,
+        }
         regen, original = last["regenerated"], last["original"]
         statuses = [d.status for d in last["decisions"]]
-        sums = backend.all_reduce_sum([
-            last["before"][0], last["before"][1], last["after"][0], last["after"][1],
-            sum(rate == 0.0 for rate in last["rates"].values()), last["wanted"],
-            statuses.count("hinted"), statuses.count("no_hint"), statuses.count("too_long"),
-            len(regen), sum(r.reward >= self.success for r in regen),
-            sum(len(r.completion_ids) for r in regen), lifted_groups(regen, self.success),
-            len(original), sum(original), sum(x * x for x in original),
-        ])
-        (zb, groups, za, groups_after, zero_pass, wanted, hinted, no_hint, too_long,
-         n_regen, regen_ok, regen_tokens, lifted, n_orig, orig_sum, orig_sq) = sums
+        sums = backend.all_reduce_sum(
+            [
+                last["before"][0],
+                last["before"][1],
+                last["after"][0],
+                last["after"][1],
+                sum(rate == 0.0 for rate in last["rates"].values()),
+                last["wanted"],
+                statuses.count("hinted"),
+                statuses.count("no_hint"),
+                statuses.count("too_long"),
+                len(regen),
+                sum(r.reward >= self.success for r in regen),
+                sum(len(r.completion_ids) for r in regen),
+                lifted_groups(regen, self.success),
+                len(original),
+                sum(original),
+                sum(x * x for x in original),
+            ]
+        )
+        (
+            zb,
+            groups,
+            za,
+            groups_after,
+            zero_pass,
+            wanted,
+            hinted,
+            no_hint,
+            too_long,
+            n_regen,
+            regen_ok,
+            regen_tokens,
+            lifted,
+            n_orig,
+            orig_sum,
+            orig_sq,
+        ) = sums
         gathered = backend.all_gather_object(
-            ([r.advantage for r in regen], last["seconds"], last["decisions"]))
+            ([r.advantage for r in regen], last["seconds"], last["decisions"])
+        )
         adv = [a for g in gathered for a in g[0]]
         before = zb / groups if groups else 0.0
         after = za / groups_after if groups_after else 0.0
@@ -205,5 +247,10 @@ def distribution(prefix: str, values: Sequence[float]) -> dict[str, float]:
     n = len(values)
     mean = sum(values) / n
     std = (sum((v - mean) ** 2 for v in values) / n) ** 0.5
-    return {f"{prefix}_mean": mean, f"{prefix}_std": std, f"{prefix}_min": min(values),
-            f"{prefix}_max": max(values), f"{prefix}_pos_frac": sum(v > 0 for v in values) / n}
+    return {
+        f"{prefix}_mean": mean,
+        f"{prefix}_std": std,
+        f"{prefix}_min": min(values),
+        f"{prefix}_max": max(values),
+        f"{prefix}_pos_frac": sum(v > 0 for v in values) / n,
+    }

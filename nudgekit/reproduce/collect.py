@@ -28,8 +28,11 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def series(rows: list[dict], key: str, stage: int | None = None) -> list[tuple[int, float]]:
     """(step, value) of `key` over the rows that have it (optionally only NuRL stage `stage`)."""
-    return [(int(r["step"]), float(r[key])) for r in rows
-            if key in r and (stage is None or r.get("nurl/stage") == stage)]
+    return [
+        (int(r["step"]), float(r[key]))
+        for r in rows
+        if key in r and (stage is None or r.get("nurl/stage") == stage)
+    ]
 
 
 def signal_curve(rows: list[dict], key: str = "train/frac_reward_zero_std") -> list[float]:
@@ -44,16 +47,20 @@ def stage2_curve(rows: list[dict], key: str) -> list[float]:
 
 def sweep_jobs(sweep_dir: Path) -> list[tuple[str, Path]]:
     """(label, job dir) for each job of a Hydra multirun; the label is the overrides that differ
-    between jobs (`pipeline.injector.gate=always pipeline.start=step0`)."""
-    jobs = sorted((p for p in Path(sweep_dir).glob("*") if p.is_dir() and p.name.isdigit()),
-                  key=lambda p: int(p.name))
+    between jobs (`pipeline.schedule.injector.gate=always pipeline.schedule.start=step0`)."""
+    jobs = sorted(
+        (p for p in Path(sweep_dir).glob("*") if p.is_dir() and p.name.isdigit()),
+        key=lambda p: int(p.name),
+    )
     overrides = []
     for j in jobs:
         f = j / ".hydra" / "overrides.yaml"
         overrides.append(yaml.safe_load(f.read_text()) if f.is_file() else [])
     common = set.intersection(*(set(o) for o in overrides)) if overrides else set()
-    return [(" ".join(o for o in ov if o not in common) or j.name, j)
-            for ov, j in zip(overrides, jobs, strict=True)]
+    return [
+        (" ".join(o for o in ov if o not in common) or j.name, j)
+        for ov, j in zip(overrides, jobs, strict=True)
+    ]
 
 
 def override_value(label: str, key: str) -> str | None:

@@ -58,8 +58,17 @@ class Profile:
 
 # CPU seconds per stage on one thread (~ wall on an idle core), measured on the 2-core box with
 # /usr/bin/time at these budgets (experiments/README.md, "The stage list"); ablations per job
-_FULL_EST = {"zoo": 720, "check": 140, "grpo": 240, "nurl": 240, "continued": 185,
-             "ablation": 65, "nudging": 115, "gamma": 270, "eval": 95}
+_FULL_EST = {
+    "zoo": 720,
+    "check": 140,
+    "grpo": 240,
+    "nurl": 240,
+    "continued": 185,
+    "ablation": 65,
+    "nudging": 115,
+    "gamma": 270,
+    "eval": 95,
+}
 
 _NURL_FULL = ("budget.problems=256", "budget.steps=20")
 FULL = Profile(
@@ -68,8 +77,13 @@ FULL = Profile(
     budgets={
         "nurl": _NURL_FULL,
         "continued": _NURL_FULL,
-        "ablation": ("budget.problems=64", "budget.steps=6", "data.n=32", "pipeline.val_every=3",
-                     "pipeline.prompts_per_step=8"),
+        "ablation": (
+            "budget.problems=64",
+            "budget.steps=6",
+            "data.n=32",
+            "pipeline.validation.every=3",
+            "pipeline.prompts_per_step=8",
+        ),
         "gamma": ("budget.problems=100", "pipeline.baselines=[]"),
         "eval": ("budget.problems=32",),
     },
@@ -128,22 +142,54 @@ PROFILES = {p.name: p for p in (FULL, TINY, NURL, NURL_HARD)}
 ABLATIONS = {"nurl_gate": 4, "nurl_hint_type": 4, "nurl_source": 2, "nurl_hinted": 2}
 
 
-def _stage(profile: Profile, group: str, name: str, args: tuple[str, ...], deps: tuple[str, ...],
-           jobs: int = 1, **kw) -> Stage:
-    return Stage(name=name, args=args + profile.extra(group), deps=deps,
-                 est_s=jobs * profile.est.get(group, 60.0), group=group, **kw)
+def _stage(
+    profile: Profile,
+    group: str,
+    name: str,
+    args: tuple[str, ...],
+    deps: tuple[str, ...],
+    jobs: int = 1,
+    **kw,
+) -> Stage:
+    return Stage(
+        name=name,
+        args=args + profile.extra(group),
+        deps=deps,
+        est_s=jobs * profile.est.get(group, 60.0),
+        group=group,
+        **kw,
+    )
 
 
 def _training(p: Profile) -> list[Stage]:
     z = ("zoo_build",)
     out = [_stage(p, "grpo", "grpo_tiny", ("experiment=grpo_tiny",), z)]
-    out += [_stage(p, "nurl", f"nurl_tiny_s{s}", ("experiment=nurl_tiny", f"seed={s}"), z)
-            for s in p.nurl_seeds]
-    out += [_stage(p, "continued", f"grpo_tiny_continued_s{s}",
-                   ("experiment=grpo_tiny_continued", f"seed={s}"), z)
-            for s in p.continued_seeds]
-    out += [_stage(p, "ablation", f"ablation_{a}", ("experiment=nurl_tiny", f"sweep={a}"), z,
-                   jobs=n, multirun=True) for a, n in ABLATIONS.items()]
+    out += [
+        _stage(p, "nurl", f"nurl_tiny_s{s}", ("experiment=nurl_tiny", f"seed={s}"), z)
+        for s in p.nurl_seeds
+    ]
+    out += [
+        _stage(
+            p,
+            "continued",
+            f"grpo_tiny_continued_s{s}",
+            ("experiment=grpo_tiny_continued", f"seed={s}"),
+            z,
+        )
+        for s in p.continued_seeds
+    ]
+    out += [
+        _stage(
+            p,
+            "ablation",
+            f"ablation_{a}",
+            ("experiment=nurl_tiny", f"sweep={a}"),
+            z,
+            jobs=n,
+            multirun=True,
+        )
+        for a, n in ABLATIONS.items()
+    ]
     return out
 
 
@@ -153,8 +199,11 @@ def _evaluations(p: Profile, trained: list[Stage]) -> list[Stage]:
     for t in trained:
         if t.group in ("grpo", "nurl", "continued"):
             policy = f"model.name_or_path={RUN_REF % t.name}/policy"
-            out.append(_stage(p, "eval", f"eval_{t.name}", ("experiment=nurl_tiny_eval", policy),
-                              (t.name,)))
+            out.append(
+                _stage(
+                    p, "eval", f"eval_{t.name}", ("experiment=nurl_tiny_eval", policy), (t.name,)
+                )
+            )
     return out
 
 
@@ -166,8 +215,14 @@ def build_stages(profile: str | Profile = "full") -> list[Stage]:
     trained = _training(p)
     nudging = [
         _stage(p, "nudging", "nudging_tiny", ("experiment=nudging_tiny",), ("zoo_build",)),
-        _stage(p, "gamma", "nudging_gamma", ("experiment=nudging_tiny", "sweep=gamma"),
-               ("zoo_build",), multirun=True),
+        _stage(
+            p,
+            "gamma",
+            "nudging_gamma",
+            ("experiment=nudging_tiny", "sweep=gamma"),
+            ("zoo_build",),
+            multirun=True,
+        ),
     ]
     stages = [zoo, check, *trained, *_evaluations(p, trained), *nudging]
     if p.groups is None:

@@ -1,9 +1,11 @@
-"""GRPO core: pure advantage/loss math, rollout containers, the recipe-shaped trainer, backends
-(plain torch, DeepSpeed ZeRO 1/2/3), atomic checkpoints with resume, and a plateau detector."""
+"""GRPO core: pure advantage/loss math, rollout containers, the recipe-shaped trainer with its
+hook points and grouped settings, backends (plain torch, DeepSpeed ZeRO 1/2/3), atomic checkpoints
+with resume, and a plateau detector."""
 
 from nudgekit.rl.advantages import frac_reward_zero_std, group_advantages, per_group_stats
 from nudgekit.rl.backends import DeepSpeedBackend, TorchBackend
 from nudgekit.rl.checkpoint import CheckpointManager, export_hf
+from nudgekit.rl.hooks import RolloutContext, RolloutHook, TrainerHook
 from nudgekit.rl.losses import (
     ClippedPolicyLoss,
     SeqMeanTokenMean,
@@ -17,9 +19,11 @@ from nudgekit.rl.losses import (
 from nudgekit.rl.plateau import PlateauDetector
 from nudgekit.rl.rollouts import Rollout, RolloutBatch, collate, token_logprobs
 from nudgekit.rl.sampler import PromptSampler
-from nudgekit.rl.trainer import GRPOTrainer, RolloutHook
+from nudgekit.rl.settings import Checkpoint, Sampling, Update, Validation
+from nudgekit.rl.trainer import GRPOTrainer
 
 __all__ = [
+    "Checkpoint",
     "CheckpointManager",
     "ClippedPolicyLoss",
     "DeepSpeedBackend",
@@ -28,11 +32,16 @@ __all__ = [
     "PromptSampler",
     "Rollout",
     "RolloutBatch",
+    "RolloutContext",
     "RolloutHook",
+    "Sampling",
     "SeqMeanTokenMean",
     "SeqMeanTokenSumNorm",
     "TokenMean",
     "TorchBackend",
+    "TrainerHook",
+    "Update",
+    "Validation",
     "clipped_surrogate",
     "collate",
     "entropy_from_logits",

@@ -56,8 +56,8 @@ def enable_gradient_checkpointing(module: torch.nn.Module) -> None:
     """
     if not getattr(module, "supports_gradient_checkpointing", False):
         raise NudgekitError(
-            f"pipeline.gradient_checkpointing: {type(module).__name__} does not support "
-            "gradient checkpointing; set pipeline.gradient_checkpointing=false"
+            f"pipeline.update.gradient_checkpointing: {type(module).__name__} does not support "
+            "gradient checkpointing; set pipeline.update.gradient_checkpointing=false"
         )
     kwargs = {"use_reentrant": False}
     if hasattr(module, "activation_checkpointing_enable"):  # transformers >= 5.2x's name

@@ -190,7 +190,7 @@ def check_resume(
             where,
         )
         return {}
-    current = normalise(current)
+    current, recorded = normalise(current), upgrade_keys(recorded)
     changed = changed_keys(recorded, current)
     unrecorded = sorted(set(current) - set(recorded) - set(changed))
     if unrecorded:
@@ -230,16 +230,12 @@ def optimizer_overrides(allowed: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
     }
 
 
-def check_settings(
-    train_problems: int, keep_checkpoints: int | None, advantage_scale: str, **sizes: int
-) -> None:
-    """Refuse impossible trainer settings in one line each.
+def check_settings(train_problems: int, **sizes: int) -> None:
+    """Refuse impossible trainer settings in one line each (the nodes check their own).
 
     Args:
         train_problems: how many training problems there are.
-        keep_checkpoints: checkpoints to keep (>= 1, or None for all).
-        advantage_scale: "group", "batch" or "none".
-        **sizes: counts that must be >= 1 (`max_steps`, `group_size`, ...).
+        **sizes: counts that must be >= 1 (`max_steps`, `prompts_per_step`).
 
     Raises:
         NudgekitError: the first setting that is out of range.
@@ -249,12 +245,6 @@ def check_settings(
     for name, value in sizes.items():
         if int(value) < 1:
             raise NudgekitError(f"grpo: {name} must be >= 1, got {value}")
-    if keep_checkpoints is not None and int(keep_checkpoints) < 1:
-        raise NudgekitError(
-            f"grpo: keep_checkpoints must be >= 1 or null (keep all), got {keep_checkpoints}"
-        )
-    if advantage_scale not in ("group", "batch", "none"):
-        raise NudgekitError(f"grpo: advantage_scale {advantage_scale!r} is not group|batch|none")
 
 
 def local_prompts(prompts_per_step: int, world: int) -> int:
@@ -280,30 +270,51 @@ def grad_accum_steps(
     return math.ceil(rows // mini_batches / micro_batch_size)
 
 
-# scalar settings that define a GRPO run, besides the components `grpo_config` describes
-RUN_KEYS = (
-    "prompts_per_step",
-    "group_size",
-    "max_new_tokens",
-    "temperature",
-    "top_p",
-    "stop",
-    "ppo_epochs",
-    "mini_batches",
-    "advantage_scale",
-    "mask_truncated",
-    "tis_cap",
-    "seed",
-)
+# settings that define a GRPO run, besides the components `grpo_config` describes: top-level
+# keys, and the fields of the grouped nodes that change the result
+RUN_KEYS = ("prompts_per_step", "seed")
+RUN_FIELDS = {
+    "sampling": ("group_size", "max_new_tokens", "temperature", "top_p", "stop"),
+    "update": ("ppo_epochs", "mini_batches", "advantage_scale", "mask_truncated", "tis_cap"),
+}
+# keys older checkpoints recorded before the settings were grouped: `old key (or prefix) -> new`
+LEGACY_KEYS = {
+    **{k: f"sampling.{k}" for k in RUN_FIELDS["sampling"]},
+    **{k: f"update.{k}" for k in RUN_FIELDS["update"]},
+    # NuRL's schedule settings were top-level arguments of its trainer subclass
+    **{
+        k: f"schedule.{k}"
+        for k in (
+            "injector",
+            "start",
+            "stage1_max_steps",
+            "filter_n",
+            "filter_solved",
+            "filter_temperature",
+        )
+    },
+}
+
+
+def upgrade_keys(recorded: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A recorded flat config with the keys of older checkpoints renamed (`LEGACY_KEYS`)."""
+    if recorded is None:
+        return None
+    out = {}
+    for key, value in recorded.items():
+        head, _, rest = key.partition(".")
+        new = LEGACY_KEYS.get(head)
+        out[f"{new}.{rest}" if new and rest else new or key] = value
+    return out
 
 
 def grpo_config(trainer: Any) -> dict[str, Any]:
     """The flat run config of a `GRPOTrainer`, named like the pipeline config.
 
     Left out: run length, logging, validation and checkpoint cadence and format
-    (`keep_checkpoints`, `checkpoint_weights_only`), knobs that change speed or memory but not
-    the result (engine, threads, `micro_batch_size`, `share_prompt`, `sort_by_length`,
-    `gradient_checkpointing`), and the model's device.
+    (`checkpoint.*`), knobs that change speed or memory but not the result (engine, threads,
+    `update.micro_batch_size`, `update.share_prompt`, `update.sort_by_length`,
+    `update.gradient_checkpointing`), and the model's device.
 
     Args:
         trainer: the trainer (its constructor arguments are read back from its attributes).
@@ -317,6 +328,7 @@ def grpo_config(trainer: Any) -> dict[str, Any]:
     if isinstance(model, dict):
         model.pop("device", None)  # where it runs, not what it is
     problems = ([p.id, p.question, p.answer, p.hint] for p in trainer.train_problems)
+    nodes = {"sampling": trainer.sampling, "update": trainer.update_settings}
     tree = {
         "model": model,
         "train_problems": digest(problems),
@@ -328,6 +340,10 @@ def grpo_config(trainer: Any) -> dict[str, Any]:
         "backend": describe(trainer.backend),
         "plateau": describe(trainer.plateau),
         **{name: describe(getattr(trainer, name)) for name in RUN_KEYS},
+        **{
+            node: {f: describe(getattr(nodes[node], f)) for f in fields}
+            for node, fields in RUN_FIELDS.items()
+        },
     }
     return flatten(tree)
 

@@ -48,8 +48,9 @@ def _moved(checks: list[dict]) -> float:
 
 
 def test_grpo_vllm_one_process_syncs_after_every_step(policy_dir, tmp_path):
-    trainer = make_trainer(policy_dir, engine=vllm_engine_factory(policy_dir), max_steps=3,
-                           val_every=3, tis_cap=2.0)
+    trainer = make_trainer(
+        policy_dir, engine=vllm_engine_factory(policy_dir), max_steps=3, val_every=3, tis_cap=2.0
+    )
     trainer.setup(tmp_path / "run")
     try:
         prompts = probe_prompts(trainer)
@@ -60,7 +61,9 @@ def test_grpo_vllm_one_process_syncs_after_every_step(policy_dir, tmp_path):
             checks.append(weight_gap(trainer, prompts))
         for i, c in enumerate(checks):
             assert c["same_ids"], f"greedy ids differ after step {i}"
-            assert c["max_lp_diff"] <= ATOL, f"step {i}: top-1 log-probs differ by {c['max_lp_diff']}"
+            assert c["max_lp_diff"] <= ATOL, (
+                f"step {i}: top-1 log-probs differ by {c['max_lp_diff']}"
+            )
         assert _moved(checks) > MOVED
         assert trainer.engine.pushes == 4  # setup + one per step
         for m in steps:
@@ -83,11 +86,25 @@ def _free_port() -> int:
 
 def test_grpo_vllm_two_process_zero3_syncs_after_every_step(policy_dir, tmp_path):
     out = tmp_path / "out.json"
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={_free_port()}", str(ROOT / "tests/vllm_tier/rollout_worker.py"),
-           str(policy_dir), str(tmp_path / "run"), str(out), "--steps", "3"]
+    env = {
+        **os.environ,
+        "DS_ACCELERATOR": "cpu",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        str(ROOT / "tests/vllm_tier/rollout_worker.py"),
+        str(policy_dir),
+        str(tmp_path / "run"),
+        str(out),
+        "--steps",
+        "3",
+    ]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = json.loads(out.read_text())
@@ -108,11 +125,25 @@ def test_grpo_vllm_two_process_zero3_syncs_after_every_step(policy_dir, tmp_path
 def test_nurl_two_stage_engine_vllm_debug_tiny(policy_dir, tmp_path):
     """run.py end to end: self-hints through the rollout engine, stage 1, filter, stage 2."""
     run = tmp_path / "run"
-    env = {**os.environ, "WANDB_SILENT": "true", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
-           "WANDB_DIR": str(tmp_path)}
-    cmd = [sys.executable, "run.py", "experiment=nurl_tiny", "debug=tiny", "budget.steps=1",
-           "engine=vllm", "hints=self", f"model.name_or_path={policy_dir}",
-           "pipeline.injector.gate=always", f"hydra.run.dir={run}"]
+    env = {
+        **os.environ,
+        "WANDB_SILENT": "true",
+        "WANDB_MODE": "offline",
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_DIR": str(tmp_path),
+    }
+    cmd = [
+        sys.executable,
+        "run.py",
+        "experiment=nurl_tiny",
+        "debug=tiny",
+        "budget.steps=1",
+        "engine=vllm",
+        "hints=self",
+        f"model.name_or_path={policy_dir}",
+        "pipeline.schedule.injector.gate=always",
+        f"hydra.run.dir={run}",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())

@@ -11,10 +11,63 @@ import torch
 from nudgekit.engines.hf import HFEngine
 from nudgekit.models import ChatPrompt, ModelSpec
 from nudgekit.rewards import load_verifier
-from nudgekit.rl import ClippedPolicyLoss, GRPOTrainer, TokenMean
+from nudgekit.rl import (
+    Checkpoint,
+    ClippedPolicyLoss,
+    GRPOTrainer,
+    Sampling,
+    TokenMean,
+    Update,
+    Validation,
+)
 from nudgekit.zoo import tiny_problems
 
 from .rewards import char_parity
+
+# the tests' compact spelling of the grouped settings: `flat name -> (node, field)`
+NODES = {"sampling": Sampling, "update": Update, "validation": Validation, "checkpoint": Checkpoint}
+FLAT = {
+    **{
+        k: ("sampling", k) for k in ("group_size", "max_new_tokens", "temperature", "top_p", "stop")
+    },
+    **{
+        k: ("update", k)
+        for k in (
+            "ppo_epochs",
+            "mini_batches",
+            "micro_batch_size",
+            "advantage_scale",
+            "mask_truncated",
+            "share_prompt",
+            "sort_by_length",
+            "gradient_checkpointing",
+            "tis_cap",
+        )
+    },
+    "val_every": ("validation", "every"),
+    "val_n": ("validation", "n"),
+    "val_temperature": ("validation", "temperature"),
+    "table_rows": ("validation", "table_rows"),
+    "save_every": ("checkpoint", "every"),
+    "keep_checkpoints": ("checkpoint", "keep"),
+    "checkpoint_weights_only": ("checkpoint", "weights_only"),
+    "checkpoint_dir": ("checkpoint", "dir"),
+}
+
+
+def grouped(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`GRPOTrainer` arguments from flat test kwargs: flat setting names go into their nodes."""
+    out: dict[str, Any] = {}
+    fields: dict[str, dict[str, Any]] = {}
+    for key, value in kwargs.items():
+        if key in FLAT:
+            node, name = FLAT[key]
+            fields.setdefault(node, {})[name] = value
+        else:
+            out[key] = value
+    for node, values in fields.items():
+        out[node] = NODES[node](**values)
+    return out
 
 
 def make_trainer(model_dir: str, **overrides: Any) -> GRPOTrainer:
@@ -40,12 +93,17 @@ def make_trainer(model_dir: str, **overrides: Any) -> GRPOTrainer:
         seed=0,
     )
     kwargs.update(overrides)
-    return GRPOTrainer(**kwargs)
+    return GRPOTrainer(**grouped(kwargs))
 
 
 def equivalence_kwargs() -> dict[str, Any]:
     """The run the 1-process vs 2-process comparison uses: 2 mini-batches, accumulation, export."""
     return dict(
-        max_steps=2, prompts_per_step=4, group_size=4, mini_batches=2, micro_batch_size=2,
-        val_every=2, export=True,
+        max_steps=2,
+        prompts_per_step=4,
+        group_size=4,
+        mini_batches=2,
+        micro_batch_size=2,
+        val_every=2,
+        export=True,
     )
