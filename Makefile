@@ -30,8 +30,9 @@ test: install ## fast tests (excludes @slow); the one test command
 test-full: install ## every test, slow ones included
 	$(PY) -m pytest -q
 
-lint: install ## ruff
+lint: install ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 format: install ## ruff format + autofix
 	$(VENV)/bin/ruff check --fix .

@@ -61,7 +61,9 @@ def test_sweeps_are_multirun(sweep):
 
 
 def test_validate_targets_reports_unknown_keys():
-    cfg = compose_cfg(["experiment=eval_tiny", "+pipeline.not_a_parameter=1"], tiny=False, hydra=True)
+    cfg = compose_cfg(
+        ["experiment=eval_tiny", "+pipeline.not_a_parameter=1"], tiny=False, hydra=True
+    )
     problems = validate_targets(cfg)
     assert any("not_a_parameter" in p for p in problems)
 

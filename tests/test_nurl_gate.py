@@ -112,12 +112,36 @@ def test_merge_whole_group_and_errors():
 
 
 def test_decision_rows():
-    rows = decision_rows([
-        HintDecision(step=3, problem_id="p0", group_id=0, pre_pass_rate=0.0,
-                     post_pass_rate=0.75, status="hinted", hint="h", hinted=3),
-        HintDecision(step=3, problem_id="p2", group_id=2, pre_pass_rate=0.0,
-                     post_pass_rate=None, status="no_hint"),
-    ])
-    assert rows[0] == {"step": 3, "problem_id": "p0", "group_id": 0, "pre_pass_rate": 0.0,
-                       "post_pass_rate": 0.75, "status": "hinted", "hint": "h", "hinted": 3}
+    rows = decision_rows(
+        [
+            HintDecision(
+                step=3,
+                problem_id="p0",
+                group_id=0,
+                pre_pass_rate=0.0,
+                post_pass_rate=0.75,
+                status="hinted",
+                hint="h",
+                hinted=3,
+            ),
+            HintDecision(
+                step=3,
+                problem_id="p2",
+                group_id=2,
+                pre_pass_rate=0.0,
+                post_pass_rate=None,
+                status="no_hint",
+            ),
+        ]
+    )
+    assert rows[0] == {
+        "step": 3,
+        "problem_id": "p0",
+        "group_id": 0,
+        "pre_pass_rate": 0.0,
+        "post_pass_rate": 0.75,
+        "status": "hinted",
+        "hint": "h",
+        "hinted": 3,
+    }
     assert rows[1]["post_pass_rate"] is None and rows[1]["hinted"] == 0

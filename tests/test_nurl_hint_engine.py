@@ -53,15 +53,22 @@ def test_rollout_engine_follows_the_engine_choice():
     gives the hf rollouts untouched by those settings."""
     from omegaconf import OmegaConf
 
-    qwen = OmegaConf.to_container(compose_cfg(["experiment=nurl_qwen"], tiny=False).trainer.rollout, resolve=True)
+    qwen = OmegaConf.to_container(
+        compose_cfg(["experiment=nurl_qwen"], tiny=False).trainer.rollout, resolve=True
+    )
     assert qwen["_target_"] == "nudgekit.rl.rollout_engine.vllm_rollouts"
     assert (qwen["dtype"], qwen["max_model_len"], qwen["sleep_mode"]) == ("bfloat16", 8192, True)
     plain = OmegaConf.to_container(
-        compose_cfg(["experiment=grpo_tiny", "engine=vllm"], tiny=False).trainer.rollout, resolve=True)
+        compose_cfg(["experiment=grpo_tiny", "engine=vllm"], tiny=False).trainer.rollout,
+        resolve=True,
+    )
     assert (plain["dtype"], plain["sleep_mode"], plain["llm_kwargs"]) == (None, False, {})
     hf = compose_cfg(["experiment=nurl_qwen", "engine=hf"], tiny=False)
     assert OmegaConf.to_container(hf.pipeline.engine, resolve=True) == {
-        "_target_": "nudgekit.engines.HFEngine", "_partial_": True, "max_batch_size": 128}
+        "_target_": "nudgekit.engines.HFEngine",
+        "_partial_": True,
+        "max_batch_size": 128,
+    }
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")

@@ -123,11 +123,20 @@ def test_oracle_hints_leakage_on_the_tiny_world():
 
 
 def test_store_roundtrip_with_provenance(tmp_path):
-    store = HintStore([
-        HintRecord(id="a", hint="h1", type="abstract", source="self", attempts=2,
-                   rejections=["contains_answer"], model="m"),
-        HintRecord(id="b", hint="h2", source="oracle"),
-    ])
+    store = HintStore(
+        [
+            HintRecord(
+                id="a",
+                hint="h1",
+                type="abstract",
+                source="self",
+                attempts=2,
+                rejections=["contains_answer"],
+                model="m",
+            ),
+            HintRecord(id="b", hint="h2", source="oracle"),
+        ]
+    )
     path = store.save(tmp_path / "sub" / "hints.jsonl")
     back = HintStore.load(path)
     assert back.get("a") == store.get("a")
@@ -188,7 +197,9 @@ def test_file_source_reuses_a_store_by_path(tmp_path):
     assert {r.id for r in got.records} == {p.id for p in problems[1:]}
     assert got.dropped == {problems[0].id: ["verifier"], "not-in-file": ["missing"]}
     assert all(r.source == "file" and r.model == str(path) for r in got.records)
-    assert FileHints(str(path)).hints(problems[1:2]) == {problems[1].id: oracle.hint(problems[1].id)}
+    assert FileHints(str(path)).hints(problems[1:2]) == {
+        problems[1].id: oracle.hint(problems[1].id)
+    }
 
 
 def test_file_source_bad_row(tmp_path):
@@ -211,10 +222,15 @@ class ScriptedEngine:
         self.calls.append(requests)
         out = []
         for req in requests:
-            text = next((v(req) if callable(v) else v
-                         for k, v in self.script.items() if k in req.prompt), "")
-            out.append(GenerationResult(prompt_ids=[1], samples=[
-                Sample(token_ids=[2], text=text, finish_reason="eos")]))
+            text = next(
+                (v(req) if callable(v) else v for k, v in self.script.items() if k in req.prompt),
+                "",
+            )
+            out.append(
+                GenerationResult(
+                    prompt_ids=[1], samples=[Sample(token_ids=[2], text=text, finish_reason="eos")]
+                )
+            )
         return out
 
 
@@ -222,14 +238,20 @@ def test_regeneration_loop_counts_and_drops():
     problems = [Problem("p1", "Q1", "7"), Problem("p2", "Q2", "5"), Problem("p3", "Q3", "9")]
     # p1 leaks on the greedy attempt, then writes a clean hint when sampled; p2 always leaks;
     # p3 is clean at once
-    engine = ScriptedEngine({
-        "Explain:": "steps",
-        "Q1": lambda r: "The answer is 7" if r.temperature == 0 else "look for a pair",
-        "Q2": "it is 5",
-        "Q3": "no pair cancels",
-    })
-    source = EngineHints(engine, render=ChatRenderer(chat=False),
-                         leak_filter=LeakFilter(verifier="tiny"), max_attempts=3)
+    engine = ScriptedEngine(
+        {
+            "Explain:": "steps",
+            "Q1": lambda r: "The answer is 7" if r.temperature == 0 else "look for a pair",
+            "Q2": "it is 5",
+            "Q3": "no pair cancels",
+        }
+    )
+    source = EngineHints(
+        engine,
+        render=ChatRenderer(chat=False),
+        leak_filter=LeakFilter(verifier="tiny"),
+        max_attempts=3,
+    )
     got = source.collect(problems)
     by_id = {r.id: r for r in got.records}
     assert by_id["p1"].attempts == 2 and by_id["p1"].rejections == ["contains_answer"]
@@ -263,8 +285,13 @@ def test_truncated_hints_are_rejected(tiny_qwen_dir):
 
     spec = ModelSpec(str(tiny_qwen_dir))
     problems = [Problem(f"p{i}", f"What is {i} + {i}?", str(2 * i)) for i in range(3)]
-    source = EngineHints(HFEngine(spec), ChatRenderer(spec), hint_max_new_tokens=1,
-                         explain_max_new_tokens=4, max_attempts=2)
+    source = EngineHints(
+        HFEngine(spec),
+        ChatRenderer(spec),
+        hint_max_new_tokens=1,
+        explain_max_new_tokens=4,
+        max_attempts=2,
+    )
     got = source.collect(problems)
     assert got.records == [] and set(got.dropped) == {"p0", "p1", "p2"}
     assert got.rejections["truncated"] + got.rejections["empty"] == 6 == got.generations
@@ -276,8 +303,14 @@ def test_self_hints_with_a_real_model_are_reproducible(tiny_qwen_dir):
     runs would return nothing); stop strings end its hints, so real hints are compared."""
     spec = ModelSpec(str(tiny_qwen_dir))
     problems = [Problem(f"p{i}", f"What is {i} + 1?", str(i + 1)) for i in range(3)]
-    kw = dict(leak_filter=LeakFilter(verifier="numeric"), max_attempts=2,
-              explain_max_new_tokens=6, hint_max_new_tokens=12, seed=3, stop=["e", "a", "o"])
+    kw = dict(
+        leak_filter=LeakFilter(verifier="numeric"),
+        max_attempts=2,
+        explain_max_new_tokens=6,
+        hint_max_new_tokens=12,
+        seed=3,
+        stop=["e", "a", "o"],
+    )
     a = SelfHints(spec, **kw).collect(problems)
     b = SelfHints(spec, **kw).collect(list(reversed(problems)))
     hints = {r.id: r.hint for r in a.records}
@@ -316,10 +349,15 @@ def test_hint_lift_counts_zero_pass_problems_lifted():
 
     problems = [Problem("a", "Qa", "1"), Problem("b", "Qb", "2"), Problem("c", "Qc", "3")]
     # a is solved un-hinted; b only with its hint; c never (and has no hint)
-    engine = ScriptedEngine({"Qa": "Answer: 1", "Qb\nHint": "Answer: 2", "Qb": "Answer: 0",
-                             "Qc": "Answer: 0"})
-    lift = HintLift(engine, prompt=lambda p, h=None: p.question + (f"\nHint: {h}" if h else ""),
-                    verifier=load_verifier("tiny"), n=1)
+    engine = ScriptedEngine(
+        {"Qa": "Answer: 1", "Qb\nHint": "Answer: 2", "Qb": "Answer: 0", "Qc": "Answer: 0"}
+    )
+    lift = HintLift(
+        engine,
+        prompt=lambda p, h=None: p.question + (f"\nHint: {h}" if h else ""),
+        verifier=load_verifier("tiny"),
+        n=1,
+    )
     store = HintStore([HintRecord(id="b", hint="look")])
     m = lift.measure(problems, store)
     assert m["lift/zero_pass_frac"] == pytest.approx(2 / 3)

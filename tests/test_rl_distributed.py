@@ -34,9 +34,19 @@ def _free_port() -> int:
 
 def _run_worker(model_dir: Path, run_dir: Path, out: Path, stage: int) -> None:
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={_free_port()}", str(WORKER),
-           str(model_dir), str(run_dir), str(out), "--stage", str(stage)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        str(WORKER),
+        str(model_dir),
+        str(run_dir),
+        str(out),
+        "--stage",
+        str(stage),
+    ]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

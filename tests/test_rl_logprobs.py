@@ -20,9 +20,17 @@ def _one_thread():
 
 
 def _rollout(prompt, completion, reason="eos"):
-    return Rollout(problem_id="p", group_id=0, prompt_ids=prompt, completion_ids=completion,
-                   sample_logprobs=[0.0] * len(completion), text="", finish_reason=reason,
-                   answer="", advantage=1.0)
+    return Rollout(
+        problem_id="p",
+        group_id=0,
+        prompt_ids=prompt,
+        completion_ids=completion,
+        sample_logprobs=[0.0] * len(completion),
+        text="",
+        finish_reason=reason,
+        answer="",
+        advantage=1.0,
+    )
 
 
 def _batch(seed=0):
@@ -51,8 +59,9 @@ def test_prompt_groups_follow_exact_prompt_ids():
     assert len(firsts) == 3  # p1, p2 and the hinted prompt
     for row in range(len(batch)):
         first = firsts[index[row]]
-        assert torch.equal(batch.input_ids[row, : batch.prompt_width],
-                           batch.input_ids[first, : batch.prompt_width])
+        assert torch.equal(
+            batch.input_ids[row, : batch.prompt_width], batch.input_ids[first, : batch.prompt_width]
+        )
     assert index.tolist()[:4] == [index[0].item()] * 2 + [index[2].item()] + [index[0].item()]
 
 

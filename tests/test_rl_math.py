@@ -100,7 +100,9 @@ def test_clipping_arithmetic_by_hand():
 def test_negative_advantage_clips_low():
     # advantage -1, ratio 0.5 < 0.8: -min(-0.5, -0.8) = 0.8 (clipped, no gradient)
     logp = torch.tensor([[math.log(0.5)]], requires_grad=True)
-    loss, stats = ClippedPolicyLoss()(logp, torch.zeros(1, 1), torch.tensor([-1.0]), torch.ones(1, 1))
+    loss, stats = ClippedPolicyLoss()(
+        logp, torch.zeros(1, 1), torch.tensor([-1.0]), torch.ones(1, 1)
+    )
     assert loss.item() == pytest.approx(0.8)
     assert stats["clip_frac/low"].item() == 1.0
 
@@ -157,25 +159,41 @@ def _trl_loss(loss_type, logp, old, adv, mask, beta, ref, eps_low, eps_high, num
     from trl.trainer.grpo_trainer import GRPOTrainer
 
     accel = SimpleNamespace(
-        num_processes=1, sync_gradients=True, gather=lambda x: x,
-        gather_for_metrics=lambda x: x, reduce=lambda x, reduction="sum": x,
+        num_processes=1,
+        sync_gradients=True,
+        gather=lambda x: x,
+        gather_for_metrics=lambda x: x,
+        reduce=lambda x, reduction="sum": x,
     )
     stub = SimpleNamespace(
         _get_per_token_logps_and_entropies=lambda *a, **k: (logp, torch.zeros_like(logp), None),
-        top_entropy_quantile=1.0, off_policy_mask_threshold=None,
-        importance_sampling_level="token", beta=beta, loss_type=loss_type,
-        epsilon_low=eps_low, epsilon_high=eps_high, use_vllm=False,
-        vllm_importance_sampling_correction=False, model=SimpleNamespace(training=False),
-        current_gradient_accumulation_steps=1, max_completion_length=logp.shape[1],
-        accelerator=accel, _entropy_bonus_enabled=False, aux_loss_enabled=False,
+        top_entropy_quantile=1.0,
+        off_policy_mask_threshold=None,
+        importance_sampling_level="token",
+        beta=beta,
+        loss_type=loss_type,
+        epsilon_low=eps_low,
+        epsilon_high=eps_high,
+        use_vllm=False,
+        vllm_importance_sampling_correction=False,
+        model=SimpleNamespace(training=False),
+        current_gradient_accumulation_steps=1,
+        max_completion_length=logp.shape[1],
+        accelerator=accel,
+        _entropy_bonus_enabled=False,
+        aux_loss_enabled=False,
         _metrics=defaultdict(lambda: defaultdict(list)),
         args=SimpleNamespace(use_bias_correction_kl=False, delta=None),
     )
     B, T = logp.shape
     inputs = {
-        "prompt_ids": torch.zeros(B, 1, dtype=torch.long), "prompt_mask": torch.ones(B, 1),
-        "completion_ids": torch.zeros(B, T, dtype=torch.long), "completion_mask": mask,
-        "advantages": adv, "old_per_token_logps": old, "ref_per_token_logps": ref,
+        "prompt_ids": torch.zeros(B, 1, dtype=torch.long),
+        "prompt_mask": torch.ones(B, 1),
+        "completion_ids": torch.zeros(B, T, dtype=torch.long),
+        "completion_mask": mask,
+        "advantages": adv,
+        "old_per_token_logps": old,
+        "ref_per_token_logps": ref,
     }
     if num_items is not None:
         inputs["num_items_in_batch"] = torch.tensor(float(num_items))
@@ -204,13 +222,32 @@ def test_loss_matches_trl(mode, trl_type, global_count, beta):
         adv = torch.randn(B)
         mask = (torch.rand(B, T) > 0.25).float()
         mask[:, 0] = 1.0
-        agg = {"token_mean": TokenMean(), "seq_mean_token_mean": SeqMeanTokenMean(),
-               "seq_mean_token_sum_norm": SeqMeanTokenSumNorm(max_len=T)}[mode]
+        agg = {
+            "token_mean": TokenMean(),
+            "seq_mean_token_mean": SeqMeanTokenMean(),
+            "seq_mean_token_sum_norm": SeqMeanTokenSumNorm(max_len=T),
+        }[mode]
         fn = ClippedPolicyLoss(epsilon_low=0.2, epsilon_high=0.28, beta=beta, aggregation=agg)
-        ours, _ = fn(logp, old, adv, mask, ref_logprobs=ref if beta else None,
-                     global_tokens=int(mask.sum()) if global_count else None)
-        theirs = _trl_loss(trl_type, logp, old, adv, mask, beta, ref, 0.2, 0.28,
-                           num_items=int(mask.sum()) if global_count else None)
+        ours, _ = fn(
+            logp,
+            old,
+            adv,
+            mask,
+            ref_logprobs=ref if beta else None,
+            global_tokens=int(mask.sum()) if global_count else None,
+        )
+        theirs = _trl_loss(
+            trl_type,
+            logp,
+            old,
+            adv,
+            mask,
+            beta,
+            ref,
+            0.2,
+            0.28,
+            num_items=int(mask.sum()) if global_count else None,
+        )
         assert ours.item() == pytest.approx(theirs.item(), abs=1e-6)
         g_ours = torch.autograd.grad(ours, logp, retain_graph=True)[0]
         g_theirs = torch.autograd.grad(theirs, logp)[0]

@@ -28,8 +28,9 @@ class PassCurveEval(EvalPipeline):
         *args, **kwargs: as `EvalPipeline`; `k` is a list or None.
     """
 
-    def __init__(self, *args: Any, n: int = 256, k: Sequence[int] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, n: int = 256, k: Sequence[int] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, n=n, k=powers_of_two(n) if k is None else k, **kwargs)
 
 

@@ -186,39 +186,53 @@ class EngineHints(CollectingSource):
             self.source_name = source
         if max_attempts < 1:
             raise NudgekitError(f"hints: max_attempts must be >= 1, got {max_attempts}")
-        templates = dict(hint_templates) if hint_templates is not None else {"abstract": TINY_ABSTRACT}
+        templates = (
+            dict(hint_templates) if hint_templates is not None else {"abstract": TINY_ABSTRACT}
+        )
         self.template = templates.get(self.type)
         if self.type == "abstract" and not self.template:
             raise NudgekitError("generated hints: type 'abstract' needs hint_templates.abstract")
         self.engine, self.render, self.explain_template = engine, render, explain_template
         self.leak_filter, self.max_attempts = leak_filter, max_attempts
         self.explain_max_new_tokens, self.hint_max_new_tokens = (
-            explain_max_new_tokens, hint_max_new_tokens)
+            explain_max_new_tokens,
+            hint_max_new_tokens,
+        )
         self.temperature, self.retry_temperature, self.top_p = temperature, retry_temperature, top_p
         self.stop, self.seed, self.model_name = list(stop), seed, model_name
         self._explanations: dict[str, str] = {}
 
     # ------------------------------------------------------------------ generation
 
-    def _sample(self, prompts: list[str], keys: list[str], attempt: int, stage: str,
-                max_new_tokens: int) -> list[Candidate]:
+    def _sample(
+        self, prompts: list[str], keys: list[str], attempt: int, stage: str, max_new_tokens: int
+    ) -> list[Candidate]:
         temperature = self.temperature if attempt == 0 else self.retry_temperature
         requests = [
             GenerationRequest(
-                prompt=text, n=1, max_new_tokens=max_new_tokens, temperature=temperature,
-                top_p=self.top_p, stop=self.stop, seed=attempt_seed(self.seed, key, attempt, stage),
+                prompt=text,
+                n=1,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=self.top_p,
+                stop=self.stop,
+                seed=attempt_seed(self.seed, key, attempt, stage),
             )
             for text, key in zip(prompts, keys)
         ]
         results = self.engine.generate(requests) if requests else []
-        return [(r.samples[0].text.strip(), r.samples[0].finish_reason == "length")
-                for r in results]
+        return [
+            (r.samples[0].text.strip(), r.samples[0].finish_reason == "length") for r in results
+        ]
 
     def _explain(self, problems: list[Problem], attempt: int) -> dict[str, Candidate]:
-        prompts = [self.render(fill_template(self.explain_template, question=p.question,
-                                             answer=p.answer)) for p in problems]
-        made = self._sample(prompts, [p.id for p in problems], attempt, "explain",
-                            self.explain_max_new_tokens)
+        prompts = [
+            self.render(fill_template(self.explain_template, question=p.question, answer=p.answer))
+            for p in problems
+        ]
+        made = self._sample(
+            prompts, [p.id for p in problems], attempt, "explain", self.explain_max_new_tokens
+        )
         for p, (text, _) in zip(problems, made):
             self._explanations[p.id] = text
         return dict(zip([p.id for p in problems], made))
@@ -238,12 +252,19 @@ class EngineHints(CollectingSource):
         if derived:
             return {p.id: self._derive(p, expl.get(p.id, ("", False))) for p in problems}
         prompts = [
-            self.render(fill_template(self.template, question=p.question, answer=p.answer,
-                                      explanation=self._explanations.get(p.id, "")))
+            self.render(
+                fill_template(
+                    self.template,
+                    question=p.question,
+                    answer=p.answer,
+                    explanation=self._explanations.get(p.id, ""),
+                )
+            )
             for p in problems
         ]
-        made = self._sample(prompts, [p.id for p in problems], attempt, "hint",
-                            self.hint_max_new_tokens)
+        made = self._sample(
+            prompts, [p.id for p in problems], attempt, "hint", self.hint_max_new_tokens
+        )
         return dict(zip([p.id for p in problems], made))
 
     def _derive(self, problem: Problem, explanation: Candidate) -> Candidate:
@@ -287,16 +308,24 @@ class EngineHints(CollectingSource):
                 return None if hint.strip() else "empty"
             return self.leak_filter(hint, problem.answer, self.type)
 
-        accepted, out = collect_with_retries(problems, self.generate_round, check,
-                                             self.max_attempts)
+        accepted, out = collect_with_retries(
+            problems, self.generate_round, check, self.max_attempts
+        )
         for p in problems:
             if p.id in accepted:
                 hint, attempts, rejections = accepted[p.id]
-                out.records.append(HintRecord(
-                    id=p.id, hint=hint, type=self.type, source=self.source_name,
-                    attempts=attempts, rejections=list(rejections), model=self.model_name,
-                    explanation=self._explanations.get(p.id),
-                ))
+                out.records.append(
+                    HintRecord(
+                        id=p.id,
+                        hint=hint,
+                        type=self.type,
+                        source=self.source_name,
+                        attempts=attempts,
+                        rejections=list(rejections),
+                        model=self.model_name,
+                        explanation=self._explanations.get(p.id),
+                    )
+                )
         return out
 
 
@@ -314,12 +343,22 @@ class SelfHints(EngineHints):
 
     source_name = "self"
 
-    def __init__(self, model: Any, max_batch_size: int = 64, system: str | None = None,
-                 engine: Callable[[], Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        max_batch_size: int = 64,
+        system: str | None = None,
+        engine: Callable[[], Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.model_spec, self.max_batch_size = model, max_batch_size
         self.engine_factory = engine
-        super().__init__(engine=None, render=ChatRenderer(model, system=system),
-                         model_name=str(getattr(model, "name_or_path", model)), **kwargs)
+        super().__init__(
+            engine=None,
+            render=ChatRenderer(model, system=system),
+            model_name=str(getattr(model, "name_or_path", model)),
+            **kwargs,
+        )
 
     def bind(self, engine: Any, tokenizer: Any) -> None:
         """Write hints with a running engine over the policy (the trainer's) and its tokenizer."""
@@ -332,7 +371,8 @@ class SelfHints(EngineHints):
         from nudgekit.engines.hf import HFEngine
 
         self.engine = self.engine_factory or functools.partial(
-            HFEngine, self.model_spec, max_batch_size=self.max_batch_size)
+            HFEngine, self.model_spec, max_batch_size=self.max_batch_size
+        )
         try:
             return super().collect(problems)
         finally:

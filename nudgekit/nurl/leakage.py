@@ -33,7 +33,8 @@ LEAK_REASONS = ("empty", "truncated", "verifier", "contains_answer", "contains_n
 NUMBER_RULES = ("any", "stated", "off")
 # a number right after one of these states a result ("= 8", "the answer is 8", "gives 8")
 _STATED = re.compile(
-    r"(?:=|\b(?:is|equals?|answer|result|gives?|gets?|becomes?)\b)\W{0,3}$", re.IGNORECASE)
+    r"(?:=|\b(?:is|equals?|answer|result|gives?|gets?|becomes?)\b)\W{0,3}$", re.IGNORECASE
+)
 _NUMBER = re.compile(r"(?<![\d.])-?\d+(?:\.\d+)?(?![\d])")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _BOXED = re.compile(r"\\boxed\s*\{(.*)\}", re.DOTALL)
@@ -96,7 +97,9 @@ def contains_answer(text: str, answer: str, numbers: str = "any") -> bool:
 
 
 def leak_reason(
-    hint: str | None, answer: str, verifier: Callable[[str, str], float] | None = None,
+    hint: str | None,
+    answer: str,
+    verifier: Callable[[str, str], float] | None = None,
     numbers: str = "any",
 ) -> str | None:
     """Why `hint` must be rejected for a problem with gold `answer`, or None if it is usable.

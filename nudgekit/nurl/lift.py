@@ -46,15 +46,22 @@ class HintLift:
     ) -> None:
         self.engine, self.prompt, self.verifier = engine, prompt, verifier
         self.n, self.max_new_tokens, self.temperature, self.seed = (
-            n, max_new_tokens, temperature, seed)
+            n,
+            max_new_tokens,
+            temperature,
+            seed,
+        )
 
-    def correct(self, problems: Sequence[Problem], hints: dict[str, str] | None = None,
-                tag: str = "plain") -> dict[str, int]:
+    def correct(
+        self, problems: Sequence[Problem], hints: dict[str, str] | None = None, tag: str = "plain"
+    ) -> dict[str, int]:
         """Correct samples out of `n` per problem id (hinted when `hints` is given)."""
         requests = [
             GenerationRequest(
-                prompt=self.prompt(p, hints[p.id]) if hints else self.prompt(p), n=self.n,
-                max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                prompt=self.prompt(p, hints[p.id]) if hints else self.prompt(p),
+                n=self.n,
+                max_new_tokens=self.max_new_tokens,
+                temperature=self.temperature,
                 seed=_seed(self.seed, f"{p.id}/{tag}"),
             )
             for p in problems

@@ -95,13 +95,26 @@ class HintsPipeline:
             "dropped": collection.dropped,
         }
         (run_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
-        log.info("hints: %d/%d accepted (%s) -> %s", len(collection.records),
-                 len(self.problems), dict(collection.rejections), path)
+        log.info(
+            "hints: %d/%d accepted (%s) -> %s",
+            len(collection.records),
+            len(self.problems),
+            dict(collection.rejections),
+            path,
+        )
         if tracker is not None:
             tracker.log(metrics)
             question = {p.id: p.question for p in self.problems}
-            rows = [{"id": r.id, "question": question.get(r.id, ""), "hint": r.hint,
-                     "type": r.type, "source": r.source, "attempts": r.attempts}
-                    for r in collection.records[: self.table_rows]]
+            rows = [
+                {
+                    "id": r.id,
+                    "question": question.get(r.id, ""),
+                    "hint": r.hint,
+                    "type": r.type,
+                    "source": r.source,
+                    "attempts": r.attempts,
+                }
+                for r in collection.records[: self.table_rows]
+            ]
             tracker.log_table("hints/samples", rows)
         return metrics

@@ -102,8 +102,11 @@ def filter_once(
             out.rejections[reason] += 1
             out.dropped[p.id] = [reason]
             continue
-        out.records.append(HintRecord(id=p.id, hint=hint.strip(), type=hint_type,
-                                      source=source, attempts=1, model=model))
+        out.records.append(
+            HintRecord(
+                id=p.id, hint=hint.strip(), type=hint_type, source=source, attempts=1, model=model
+            )
+        )
     return out
 
 
@@ -133,8 +136,14 @@ class OracleHints(CollectingSource):
                     "(oracle hints exist for tiny-world problems only)"
                 )
             found[p.id] = str(oracle[self.type])
-        return filter_once(problems, found, hint_type=self.type, source="oracle",
-                           leak_filter=self.leak_filter, model="oracle")
+        return filter_once(
+            problems,
+            found,
+            hint_type=self.type,
+            source="oracle",
+            leak_filter=self.leak_filter,
+            model="oracle",
+        )
 
 
 class FileHints(CollectingSource):
@@ -187,8 +196,14 @@ class FileHints(CollectingSource):
         for p in problems:
             by_type.setdefault(types.get(p.id, self.type), []).append(p)
         for hint_type, group in by_type.items():
-            part = filter_once(group, hints, hint_type=hint_type, source="file",
-                               leak_filter=self.leak_filter, model=self.path)
+            part = filter_once(
+                group,
+                hints,
+                hint_type=hint_type,
+                source="file",
+                leak_filter=self.leak_filter,
+                model=self.path,
+            )
             out.records += part.records
             out.dropped.update(part.dropped)
             out.rejections.update(part.rejections)

@@ -99,9 +99,7 @@ class HintStore:
             out[f"source/{key}"] = float(count)
         for key, count in Counter(r.type for r in self).items():
             out[f"type/{key}"] = float(count)
-        out["mean_attempts"] = (
-            sum(r.attempts for r in self) / len(self) if len(self) else 0.0
-        )
+        out["mean_attempts"] = sum(r.attempts for r in self) / len(self) if len(self) else 0.0
         return out
 
     # ------------------------------------------------------------------ persistence
@@ -140,8 +138,10 @@ class HintStore:
 
     @classmethod
     def from_state(cls, state: list[dict[str, Any]] | None) -> HintStore:
-        return cls(record_from_dict(row, f"checkpoint hint store row {i}")
-                   for i, row in enumerate(state or [], start=1))
+        return cls(
+            record_from_dict(row, f"checkpoint hint store row {i}")
+            for i, row in enumerate(state or [], start=1)
+        )
 
 
 def parse_record(line: str, where: str) -> HintRecord:

@@ -50,8 +50,10 @@ def group_advantages(
         Advantages in the dtype of `rewards`.
     """
     if rewards.shape != group_ids.shape or rewards.dim() != 1:
-        raise ValueError(f"rewards {tuple(rewards.shape)} and group_ids {tuple(group_ids.shape)} "
-                         "must be equal 1-D shapes")
+        raise ValueError(
+            f"rewards {tuple(rewards.shape)} and group_ids {tuple(group_ids.shape)} "
+            "must be equal 1-D shapes"
+        )
     inverse, mean, std, _ = per_group_stats(rewards, group_ids)
     centered = rewards.to(torch.float64) - mean[inverse]
     if scale == "group":

@@ -214,14 +214,19 @@ class DeepSpeedBackend(_Collectives):
         cpu_shm_comm: bool = False,
     ) -> None:
         if zero_stage not in (1, 2, 3):
-            raise NudgekitError(f"trainer/deepspeed: zero_stage must be 1, 2 or 3, got {zero_stage}")
+            raise NudgekitError(
+                f"trainer/deepspeed: zero_stage must be 1, 2 or 3, got {zero_stage}"
+            )
         self.zero_stage, self.max_grad_norm = zero_stage, max_grad_norm
         self.extra_config = plain_container(config or {})
         self.cpu_shm_comm = cpu_shm_comm
         self.engine: Any = None
 
     def ds_config(
-        self, grad_accum_steps: int, micro_batch_size: int, world_size: int,
+        self,
+        grad_accum_steps: int,
+        micro_batch_size: int,
+        world_size: int,
         dtype: torch.dtype = torch.float32,
     ) -> dict:
         """The DeepSpeed config; mixed precision follows the model's `dtype` (`ds_precision`)."""
@@ -241,7 +246,9 @@ class DeepSpeedBackend(_Collectives):
         try:
             import deepspeed
         except ImportError:
-            raise NudgekitError("trainer/deepspeed: the deepspeed package is not installed") from None
+            raise NudgekitError(
+                "trainer/deepspeed: the deepspeed package is not installed"
+            ) from None
         if not self.distributed:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
             if backend == "gloo" and not self.cpu_shm_comm:
@@ -249,8 +256,9 @@ class DeepSpeedBackend(_Collectives):
             # a plain `python run.py` has no torchrun env: a world of one from the env, no MPI
             fill_single_process_env()
             deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
-        config = self.ds_config(grad_accum_steps, micro_batch_size, self.world_size,
-                                module_dtype(module))
+        config = self.ds_config(
+            grad_accum_steps, micro_batch_size, self.world_size, module_dtype(module)
+        )
         self.engine, _, _, _ = deepspeed.initialize(
             model=module.train(),
             optimizer=optimizer(module.parameters()),
@@ -311,7 +319,9 @@ class DeepSpeedBackend(_Collectives):
         # DeepSpeed unpickles these files (torch.load(weights_only=False)): only ever called on
         # a checkpoint `CheckpointManager` has verified against its manifest
         path, _ = self.engine.load_checkpoint(
-            str(directory), tag="deepspeed", load_optimizer_states=True,
+            str(directory),
+            tag="deepspeed",
+            load_optimizer_states=True,
             load_lr_scheduler_states=True,
         )
         if path is None:

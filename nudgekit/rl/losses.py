@@ -120,8 +120,9 @@ class ClippedPolicyLoss(nn.Module):
             kl = k3_kl(logprobs, ref_logprobs)
             per_token = per_token + self.beta * kl
         loss = self.aggregation(per_token, mask, global_tokens, global_seqs)
-        stats = policy_stats(ratio, advantages, mask, self.epsilon_low, self.epsilon_high,
-                             logprobs, old_logprobs, kl)
+        stats = policy_stats(
+            ratio, advantages, mask, self.epsilon_low, self.epsilon_high, logprobs, old_logprobs, kl
+        )
         return loss, stats
 
 

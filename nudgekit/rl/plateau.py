@@ -28,8 +28,12 @@ class _Track:
         self.history: list[tuple[int, float]] = []
 
     def state(self) -> dict:
-        return {"best": self.best, "best_step": self.best_step, "bad_evals": self.bad_evals,
-                "history": [list(h) for h in self.history]}
+        return {
+            "best": self.best,
+            "best_step": self.best_step,
+            "bad_evals": self.bad_evals,
+            "history": [list(h) for h in self.history],
+        }
 
     def load(self, state: dict) -> None:
         self.best, self.best_step = float(state["best"]), state["best_step"]
@@ -114,7 +118,7 @@ class PlateauDetector:
             if name not in values:
                 continue
             track.history.append((step, float(values[name])))
-            recent = [v for _, v in track.history[-self.smooth:]]
+            recent = [v for _, v in track.history[-self.smooth :]]
             value = sum(recent) / len(recent)
             if self.improved(value, track.best):
                 track.best, track.best_step, track.bad_evals = value, step, 0
@@ -130,8 +134,10 @@ class PlateauDetector:
         return self.observe({self.metric: value}, step)
 
     def state_dict(self) -> dict:
-        return {"plateau_step": self.plateau_step,
-                "tracks": {m: t.state() for m, t in self.tracks.items()}}
+        return {
+            "plateau_step": self.plateau_step,
+            "tracks": {m: t.state() for m, t in self.tracks.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.plateau_step = state["plateau_step"]

@@ -111,8 +111,9 @@ class VLLMRollouts:
         llm_kwargs = dict(engine_kwargs.pop("llm_kwargs", None) or {})
         llm_kwargs.update(launcher_kwargs(world))
         self.sleep_level = sleep_level
-        self.engine = VLLMEngine(spec, sleep_mode=sleep_mode, llm_kwargs=llm_kwargs,
-                                 **engine_kwargs)
+        self.engine = VLLMEngine(
+            spec, sleep_mode=sleep_mode, llm_kwargs=llm_kwargs, **engine_kwargs
+        )
         self.pushes = 0
 
     def generate(self, requests: list[Any]) -> list[Any]:
@@ -177,8 +178,11 @@ def policy_weights(module: torch.nn.Module, zero3: bool = False) -> Iterator[tup
     """
     for prefix, sub in module.named_modules(remove_duplicate=False):
         own = {k: p for k, p in sub._parameters.items() if p is not None}
-        buffers = {k: b for k, b in sub._buffers.items()
-                   if b is not None and k not in sub._non_persistent_buffers_set}
+        buffers = {
+            k: b
+            for k, b in sub._buffers.items()
+            if b is not None and k not in sub._non_persistent_buffers_set
+        }
         if not own and not buffers:
             continue
         name = (prefix + ".") if prefix else ""

@@ -88,9 +88,7 @@ class RolloutBatch:
         return index, firsts.scatter_reduce(0, index, rows, "amin")
 
 
-def collate(
-    rollouts: Sequence[Rollout], pad_id: int, mask_truncated: bool = False
-) -> RolloutBatch:
+def collate(rollouts: Sequence[Rollout], pad_id: int, mask_truncated: bool = False) -> RolloutBatch:
     """Stack rollouts into a `RolloutBatch`.
 
     Args:

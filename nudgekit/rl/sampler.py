@@ -30,14 +30,23 @@ class PromptSampler(Generic[T]):
     """
 
     def __init__(
-        self, items: Sequence[T], batch_size: int, seed: int = 0, shuffle: bool = True,
+        self,
+        items: Sequence[T],
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
         start_epoch: int = 0,
     ) -> None:
         if not items:
             raise ValueError("PromptSampler: no items")
         if batch_size < 1:
             raise ValueError(f"PromptSampler: batch_size must be >= 1, got {batch_size}")
-        self.items, self.batch_size, self.seed, self.shuffle = list(items), batch_size, seed, shuffle
+        self.items, self.batch_size, self.seed, self.shuffle = (
+            list(items),
+            batch_size,
+            seed,
+            shuffle,
+        )
         if start_epoch < 0:
             raise ValueError(f"PromptSampler: start_epoch must be >= 0, got {start_epoch}")
         self.epoch, self.index = start_epoch, 0

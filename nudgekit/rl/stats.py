@@ -23,12 +23,14 @@ def rollout_metrics(
     backend: Any,
 ) -> dict[str, float]:
     """Reward and completion statistics of one step (rewards and ids already gathered)."""
-    local = backend.all_reduce_sum([
-        sum(len(r.completion_ids) for r in rollouts),
-        sum(r.finish_reason == "length" for r in rollouts),
-        sum(r.hinted for r in rollouts),
-        len(rollouts),
-    ])
+    local = backend.all_reduce_sum(
+        [
+            sum(len(r.completion_ids) for r in rollouts),
+            sum(r.finish_reason == "length" for r in rollouts),
+            sum(r.hinted for r in rollouts),
+            len(rollouts),
+        ]
+    )
     n = max(local[3], 1.0)
     return {
         "train/reward": float(rewards.mean()),
@@ -88,7 +90,8 @@ class StatSums:
             "train/loss": values.get("loss", 0.0) / steps,
             "train/grad_norm": values.get("grad_norm", 0.0) / world / steps,
             "train/entropy": values.get("entropy", 0.0) / tokens,
-            "train/logprob_abs_diff": values.get("lp_diff", 0.0) / max(values.get("lp_tokens", 0), 1),
+            "train/logprob_abs_diff": values.get("lp_diff", 0.0)
+            / max(values.get("lp_tokens", 0), 1),
             "train/optimizer_steps": steps,
         }
         for key in keys:

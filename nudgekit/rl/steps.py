@@ -62,9 +62,14 @@ def generate_rollouts(
     texts = [prompt(p, hint(p)) if hint else prompt(p) for _, p in problems]
     requests = [
         GenerationRequest(
-            prompt=text, n=n, max_new_tokens=sampling.max_new_tokens,
-            temperature=sampling.temperature, top_p=sampling.top_p, stop=sampling.stop,
-            seed=derive_seed(step_seed, gid), logprobs=True,
+            prompt=text,
+            n=n,
+            max_new_tokens=sampling.max_new_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            stop=sampling.stop,
+            seed=derive_seed(step_seed, gid),
+            logprobs=True,
         )
         for (gid, _), text in zip(problems, texts)
     ]
@@ -72,10 +77,16 @@ def generate_rollouts(
         results = engine.generate(requests)
     return [
         Rollout(
-            problem_id=p.id, group_id=gid, prompt_ids=list(res.prompt_ids),
-            completion_ids=list(s.token_ids), sample_logprobs=list(s.logprobs or []),
-            text=s.text, finish_reason=s.finish_reason, answer=p.answer,
-            hinted=hint is not None, meta={"hint": hint(p)} if hint else {},
+            problem_id=p.id,
+            group_id=gid,
+            prompt_ids=list(res.prompt_ids),
+            completion_ids=list(s.token_ids),
+            sample_logprobs=list(s.logprobs or []),
+            text=s.text,
+            finish_reason=s.finish_reason,
+            answer=p.answer,
+            hinted=hint is not None,
+            meta={"hint": hint(p)} if hint else {},
         )
         for (gid, p), res in zip(problems, results)
         for s in res.samples
@@ -99,7 +110,9 @@ def compute_advantages(rollouts: list[Rollout], backend: Any, scale: str) -> dic
     adv = group_advantages(rewards, groups, scale=scale)
     for i, r in enumerate(rollouts):
         r.advantage = float(adv[offset + i])
-    return rollout_metrics(rollouts, rewards, groups, frac_reward_zero_std(rewards, groups), backend)
+    return rollout_metrics(
+        rollouts, rewards, groups, frac_reward_zero_std(rewards, groups), backend
+    )
 
 
 @dataclass(frozen=True)
@@ -140,30 +153,56 @@ def update(
     the current log-probs (detached) are the old ones and the extra no-grad pass is skipped.
     """
     if len(rollouts) % cfg.mini_batches:
-        raise NudgekitError(f"grpo: {len(rollouts)} rollouts do not split into "
-                            f"mini_batches={cfg.mini_batches}")
-    minis = split_batches(rollouts, cfg.mini_batches, cfg.micro_batch_size, cfg.pad_id,
-                          cfg.mask_truncated, cfg.sort_by_length, cfg.share_prompt)
+        raise NudgekitError(
+            f"grpo: {len(rollouts)} rollouts do not split into mini_batches={cfg.mini_batches}"
+        )
+    minis = split_batches(
+        rollouts,
+        cfg.mini_batches,
+        cfg.micro_batch_size,
+        cfg.pad_id,
+        cfg.mask_truncated,
+        cfg.sort_by_length,
+        cfg.share_prompt,
+    )
     device = getattr(backend, "device", None)
     if device is not None:  # collated on the CPU; the update runs where the module lives
         minis = [[to_device(b, device) for b in m] for m in minis]
     reuse_current = cfg.ppo_epochs == 1 and cfg.mini_batches == 1
-    precompute_logprobs([b for m in minis for b in m], backend.model, ref_model,
-                        cfg.temperature, old=not reuse_current, share_prompt=cfg.share_prompt)
+    precompute_logprobs(
+        [b for m in minis for b in m],
+        backend.model,
+        ref_model,
+        cfg.temperature,
+        old=not reuse_current,
+        share_prompt=cfg.share_prompt,
+    )
     policy_logprobs = logprob_fn(backend.model, cfg.share_prompt)
     sums = StatSums()
     for epoch in range(cfg.ppo_epochs):
         for micro_batches in minis:
-            optimizer_step(micro_batches, backend, loss_fn, cfg.temperature, sums,
-                           reuse_current, first=epoch == 0, logprobs_of=policy_logprobs,
-                           tis_cap=cfg.tis_cap)
+            optimizer_step(
+                micro_batches,
+                backend,
+                loss_fn,
+                cfg.temperature,
+                sums,
+                reuse_current,
+                first=epoch == 0,
+                logprobs_of=policy_logprobs,
+                tis_cap=cfg.tis_cap,
+            )
     return sums.reduce(backend)
 
 
 @torch.no_grad()
 def precompute_logprobs(
-    batches: list[RolloutBatch], model: torch.nn.Module, ref_model: torch.nn.Module | None,
-    temperature: float, old: bool, share_prompt: bool = True,
+    batches: list[RolloutBatch],
+    model: torch.nn.Module,
+    ref_model: torch.nn.Module | None,
+    temperature: float,
+    old: bool,
+    share_prompt: bool = True,
 ) -> None:
     """Fill `old_logprobs` (when `old`) and `ref_logprobs` (when there is a reference model)."""
     for b in batches:
@@ -174,13 +213,20 @@ def precompute_logprobs(
 
 
 def optimizer_step(
-    batches: list[RolloutBatch], backend: Any, loss_fn: ClippedPolicyLoss, temperature: float,
-    sums: StatSums, reuse: bool, first: bool, logprobs_of: LogprobFn = token_logprobs,
+    batches: list[RolloutBatch],
+    backend: Any,
+    loss_fn: ClippedPolicyLoss,
+    temperature: float,
+    sums: StatSums,
+    reuse: bool,
+    first: bool,
+    logprobs_of: LogprobFn = token_logprobs,
     tis_cap: float | None = None,
 ) -> None:
     """One optimizer step accumulated over `batches`, normalised by the global counts."""
-    counts = backend.all_reduce_sum([sum(b.num_tokens for b in batches),
-                                     sum(len(b) for b in batches)])
+    counts = backend.all_reduce_sum(
+        [sum(b.num_tokens for b in batches), sum(len(b) for b in batches)]
+    )
     global_tokens, global_seqs = int(counts[0]), int(counts[1])
     for b in batches:
         logprobs, entropy = logprobs_of(backend.model, b, temperature, True)
@@ -188,8 +234,16 @@ def optimizer_step(
         extra = {}
         if tis_cap is not None:
             extra["token_weights"] = tis_weights(old, b.sample_logprobs, b.completion_mask, tis_cap)
-        loss, stats = loss_fn(logprobs, old, b.advantages, b.completion_mask,
-                              b.ref_logprobs, global_tokens, global_seqs, **extra)
+        loss, stats = loss_fn(
+            logprobs,
+            old,
+            b.advantages,
+            b.completion_mask,
+            b.ref_logprobs,
+            global_tokens,
+            global_seqs,
+            **extra,
+        )
         if tis_cap is not None:
             stats = {**stats, **tis_stats(extra["token_weights"], b.completion_mask, tis_cap)}
         backend.backward(loss)

@@ -33,5 +33,7 @@ def tis_stats(weights: torch.Tensor, mask: torch.Tensor, cap: float) -> dict[str
     """Mean weight and the share of tokens the cap truncated (masked)."""
     m = mask.to(weights.dtype)
     count = m.sum().clamp(min=1.0)
-    return {"tis/weight": (weights * m).sum() / count,
-            "tis/clip_frac": ((weights >= cap).to(m.dtype) * m).sum() / count}
+    return {
+        "tis/weight": (weights * m).sum() / count,
+        "tis/clip_frac": ((weights >= cap).to(m.dtype) * m).sum() / count,
+    }

@@ -38,8 +38,13 @@ def sample_validation(
         texts = [prompt(problems[i]) for i in chunk]
         requests = [
             GenerationRequest(
-                prompt=text, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-                top_p=top_p, stop=list(stop), seed=seed + i,
+                prompt=text,
+                n=n,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                stop=list(stop),
+                seed=seed + i,
             )
             for i, text in zip(chunk, texts)
         ]
@@ -47,16 +52,18 @@ def sample_validation(
             texts_i = [s.text for s in result.samples]
             answers = [problems[i].answer] * len(texts_i)
             rewards = [float(r) for r in score_batch(verifier, texts_i, answers)]
-            records.append({
-                "index": i,
-                "id": problems[i].id,
-                "prompt": text,
-                "answer": problems[i].answer,
-                "completion": result.samples[0].text,
-                "rewards": rewards,
-                "correct": sum(r >= 1.0 for r in rewards),
-                "truncated": sum(s.finish_reason == "length" for s in result.samples),
-            })
+            records.append(
+                {
+                    "index": i,
+                    "id": problems[i].id,
+                    "prompt": text,
+                    "answer": problems[i].answer,
+                    "completion": result.samples[0].text,
+                    "rewards": rewards,
+                    "correct": sum(r >= 1.0 for r in rewards),
+                    "truncated": sum(s.finish_reason == "length" for s in result.samples),
+                }
+            )
     return records
 
 
@@ -89,11 +96,20 @@ def validate(
     """
     with generating(engine, backend):  # vLLM: its own copy, nothing gathered
         records = sample_validation(
-            engine, problems, prompt, verifier,
-            indices=range(backend.rank, len(problems), backend.world_size), n=n, **sampling,
+            engine,
+            problems,
+            prompt,
+            verifier,
+            indices=range(backend.rank, len(problems), backend.world_size),
+            n=n,
+            **sampling,
         )
-    mine = (len(records), sum(r["correct"] / n for r in records),
-            sum(sum(r["rewards"]) for r in records), sum(r["truncated"] for r in records))
+    mine = (
+        len(records),
+        sum(r["correct"] / n for r in records),
+        sum(sum(r["rewards"]) for r in records),
+        sum(r["truncated"] for r in records),
+    )
     return summarize_validation(backend.all_gather_object(mine), n), records
 
 

@@ -38,8 +38,17 @@ def probe_prompts(trainer: Any, k: int = 3) -> list[str]:
 def weight_gap(trainer: Any, prompts: list[str], max_new_tokens: int = 8) -> dict[str, Any]:
     """Greedy ids and top-1 log-probs of the trainer's vLLM engine vs `HFEngine` on the trainer's
     module (gathered under ZeRO-3): `{"same_ids": bool, "max_lp_diff": float, "lp": [...]}`."""
-    requests = [GenerationRequest(prompt=p, n=1, max_new_tokens=max_new_tokens, temperature=0.0,
-                                  logprobs=True, top_logprobs=True) for p in prompts]
+    requests = [
+        GenerationRequest(
+            prompt=p,
+            n=1,
+            max_new_tokens=max_new_tokens,
+            temperature=0.0,
+            logprobs=True,
+            top_logprobs=True,
+        )
+        for p in prompts
+    ]
     got = trainer.engine.generate(requests)
     with trainer.backend.generation() as module:
         hf = HFEngine(module, tokenizer=trainer.tokenizer, max_batch_size=8)

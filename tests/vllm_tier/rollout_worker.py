@@ -34,9 +34,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     extra = {"zero_optimization": {"stage3_param_persistence_threshold": 0}}
-    trainer = make_trainer(args.model_dir, backend=DeepSpeedBackend(3, config=extra),
-                           engine=vllm_engine_factory(Path(args.model_dir)),
-                           max_steps=args.steps, val_every=1)
+    trainer = make_trainer(
+        args.model_dir,
+        backend=DeepSpeedBackend(3, config=extra),
+        engine=vllm_engine_factory(Path(args.model_dir)),
+        max_steps=args.steps,
+        val_every=1,
+    )
     trainer.setup(args.run_dir)
     prompts = probe_prompts(trainer)
     checks = [weight_gap(trainer, prompts)]
@@ -44,8 +48,12 @@ def main() -> None:
         metrics = trainer.train_step()
         checks.append({**weight_gap(trainer, prompts), "metrics": metrics})
     final = trainer.train()  # validation at the end (vLLM) and the final checkpoint
-    mine = {"rank": trainer.backend.rank, "checks": checks, "final": final,
-            "pushes": trainer.engine.pushes}
+    mine = {
+        "rank": trainer.backend.rank,
+        "checks": checks,
+        "final": final,
+        "pushes": trainer.engine.pushes,
+    }
     gathered = trainer.backend.all_gather_object(mine)
     if trainer.backend.is_main:
         Path(args.out).write_text(json.dumps(gathered))

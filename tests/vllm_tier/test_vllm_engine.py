@@ -156,8 +156,12 @@ def test_seeded_requests_over_the_token_budget(pair):
     ids = vllm_engine.tokenizer(prompts[0]).input_ids
     copies = budget // len(ids) + 2
     # distinct first tokens: no shared prefix cache, every prompt is prefilled in full
-    reqs = [GenerationRequest(prompt=f"{s} {prompts[0]}", n=2, max_new_tokens=3,
-                              temperature=1.0, seed=s) for s in range(copies)]
+    reqs = [
+        GenerationRequest(
+            prompt=f"{s} {prompts[0]}", n=2, max_new_tokens=3, temperature=1.0, seed=s
+        )
+        for s in range(copies)
+    ]
     out = vllm_engine.generate(reqs)
     assert [len(r.samples) for r in out] == [2] * copies
     again = vllm_engine.generate(reqs[:2])
