@@ -59,7 +59,9 @@ def problems_and_verifier(work: Work) -> tuple[list[Any], Callable[[str, str], f
 
 
 def nudgekit_trainer(work: Work, run_dir: str, **overrides: Any) -> Any:
-    """nudgekit's `GRPOTrainer` on `work` (β = 0, μ = 1, token mean, T = 1), set up in run_dir."""
+    """nudgekit's `GRPOTrainer` on `work` (β = 0, μ = 1, token mean, T = 1), set up in run_dir.
+
+    `overrides`: `GRPOTrainer` arguments, or fields of its `Update` node (e.g. `share_prompt`)."""
     import torch
 
     from nudgekit.engines.hf import HFEngine
@@ -86,7 +88,12 @@ def nudgekit_trainer(work: Work, run_dir: str, **overrides: Any) -> Any:
         sampling=Sampling(
             group_size=work.group_size, max_new_tokens=work.max_new_tokens, temperature=1.0
         ),
-        update=Update(ppo_epochs=1, mini_batches=1, micro_batch_size=work.micro_batch_size),
+        update=Update(
+            ppo_epochs=1,
+            mini_batches=1,
+            micro_batch_size=work.micro_batch_size,
+            **{k: overrides.pop(k) for k in list(overrides) if k in Update.__dataclass_fields__},
+        ),
         validation=Validation(every=0),
         export=False,
         resume=None,

@@ -44,8 +44,12 @@ SCRIPT = Path(__file__).resolve()
 SIDES = ("nudgekit", "trl", "nudgekit-full")
 
 
-def trl_worker(work: Work, out_dir: str) -> dict[str, Any]:
-    """TRL's GRPOTrainer on `work`; per-step wall time from a callback, generation timed apart."""
+def trl_worker(work: Work, out_dir: str, vllm: dict[str, Any] | None = None) -> dict[str, Any]:
+    """TRL's GRPOTrainer on `work`; per-step wall time from a callback, generation timed apart.
+
+    `vllm`: None for TRL's own HF generation on CPU with one torch thread (the CPU benchmark), or
+    TRL's vLLM arguments (e.g. ``{"vllm_mode": "colocate"}``) for vLLM rollouts on the GPU
+    (`grpo_vllm.py`'s `trl-vllm` side, through `_trl_vllm.py`)."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -54,7 +58,8 @@ def trl_worker(work: Work, out_dir: str) -> dict[str, Any]:
     from nudgekit.models import ChatPrompt, ModelSpec
     from nudgekit.zoo import resolve
 
-    torch.set_num_threads(1)
+    if vllm is None:
+        torch.set_num_threads(1)
     path = str(resolve(work.model))
     problems, verifier = problems_and_verifier(work)
     prompt = ChatPrompt(ModelSpec(path), template="tiny")
@@ -66,7 +71,7 @@ def trl_worker(work: Work, out_dir: str) -> dict[str, Any]:
     rows = work.prompts * work.group_size
     args = GRPOConfig(
         output_dir=out_dir,
-        use_cpu=True,
+        use_cpu=vllm is None,
         bf16=False,
         report_to="none",
         save_strategy="no",
@@ -92,8 +97,9 @@ def trl_worker(work: Work, out_dir: str) -> dict[str, Any]:
         loss_type="dapo",
         epsilon=0.2,
         scale_rewards="group",
-        use_vllm=False,
         dataloader_num_workers=0,
+        use_vllm=vllm is not None,
+        **(vllm or {}),
     )
     times: list[dict[str, float]] = []
 
