@@ -12,9 +12,6 @@ This file is also the torchrun worker:
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,17 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import pytest  # noqa: E402
+from helpers.torchrun import torchrun  # noqa: E402
 from test_nurl_trainer import build_hint_model, make_nurl  # noqa: E402
 
 RUN = dict(
     start="step0", stage1_max_steps=2, stage2_steps=0, filter_solved=False, micro_batch_size=2
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,21 +35,8 @@ def hint_model(tmp_path_factory) -> Path:
 
 
 def test_zero3_two_processes_uneven_hinting(hint_model, tmp_path):
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "out.pt"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-        __file__,
-        str(hint_model),
-        str(tmp_path / "run"),
-        str(out),
-    ]
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun(__file__, hint_model, tmp_path / "run", out)
     dist = torch.load(out, weights_only=False)
     # every step: exactly one group (A, on one rank) hinted, the other rank hinted none
     for step in dist["steps"]:

@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.torchrun import cpu_env, free_port
 
 from nudgekit.errors import NudgekitError
 from nudgekit.rl import DeepSpeedBackend, token_logprobs
@@ -276,24 +276,14 @@ def test_deepspeed_precision_follows_the_model_dtype():
     assert forced.ds_config(2, 4, 1, torch.bfloat16)["bf16"] == {"enabled": False}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_deepspeed_bf16_step_on_cpu_keeps_fp32_master_weights(tiny_qwen_dir, tmp_path):
-    env = {
-        **os.environ,
-        "DS_ACCELERATOR": "cpu",
-        "RANK": "0",
-        "WORLD_SIZE": "1",
-        "LOCAL_RANK": "0",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-        "PYTHONPATH": str(ROOT),
-        "OMP_NUM_THREADS": "1",
-    }
+    env = cpu_env(
+        RANK="0",
+        WORLD_SIZE="1",
+        LOCAL_RANK="0",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+    )
     worker = ROOT / "tests" / "helpers" / "rl" / "bf16_worker.py"
     out = subprocess.run(
         [sys.executable, str(worker), str(tiny_qwen_dir), str(tmp_path)],

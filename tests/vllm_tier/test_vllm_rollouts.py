@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 pytest.importorskip("vllm")
 
 from helpers.rl.build import make_trainer  # noqa: E402
+from helpers.torchrun import torchrun  # noqa: E402
 from vllm_tier.rollout_helpers import (  # noqa: E402
     build_policy,
     probe_prompts,
@@ -78,35 +78,11 @@ def test_grpo_vllm_one_process_syncs_after_every_step(policy_dir, tmp_path):
     assert trainer.engine is None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_grpo_vllm_two_process_zero3_syncs_after_every_step(policy_dir, tmp_path):
     out = tmp_path / "out.json"
-    env = {
-        **os.environ,
-        "DS_ACCELERATOR": "cpu",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}",
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-        str(ROOT / "tests/vllm_tier/rollout_worker.py"),
-        str(policy_dir),
-        str(tmp_path / "run"),
-        str(out),
-        "--steps",
-        "3",
-    ]
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    worker = ROOT / "tests/vllm_tier/rollout_worker.py"
+    args = (policy_dir, tmp_path / "run", out, "--steps", 3)
+    torchrun(worker, *args, timeout=600, paths=(ROOT / "tests",))
     ranks = json.loads(out.read_text())
     assert [r["rank"] for r in ranks] == [0, 1]
     for r in ranks:
