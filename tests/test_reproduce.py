@@ -200,9 +200,8 @@ def test_stage_list(profile):
     }
     has_gamma = p.groups is None or "gamma" in p.groups
     has_ablations = p.groups is None or "ablation" in p.groups
-    assert {s.name for s in st if s.multirun} == (ablations if has_ablations else set()) | (
-        {"nudging_gamma"} if has_gamma else set()
-    )
+    gammas = {f"nudging_gamma_s{n}" for n in p.nudging_seeds} if has_gamma else set()
+    assert {s.name for s in st if s.multirun} == (ablations if has_ablations else set()) | gammas
     if p.groups is not None:  # a restricted profile keeps exactly its groups
         assert {s.group for s in st} == set(p.groups)
 
@@ -211,7 +210,7 @@ def test_nurl_profile_runs_the_config_sizes():
     st = {s.name: s for s in build_stages("nurl")}
     assert not any(a.startswith("budget.") for s in st.values() for a in s.args)
     assert {"nurl_tiny_s2", "grpo_tiny_continued_s2", "eval_nurl_tiny_s2"} <= set(st)
-    assert "grpo_tiny" not in st and "nudging_tiny" not in st
+    assert "grpo_tiny" not in st and "nudging_tiny_s0" not in st
 
 
 def test_nurl_hard_profile_trains_both_methods_on_the_same_set():
@@ -231,13 +230,15 @@ def test_runpy_command_resolves_run_dirs(tmp_path):
     dirs = {
         "nurl_tiny_s0": tmp_path / "n0",
         "eval_nurl_tiny_s0": tmp_path / "e0",
-        "nudging_gamma": tmp_path / "g",
+        "nudging_gamma_s1": tmp_path / "g",
     }
     ev = cmd(st["eval_nurl_tiny_s0"], dirs["eval_nurl_tiny_s0"], dirs)
     assert ev[:2] == ["py", "run.py"] and f"model.name_or_path={tmp_path / 'n0'}/policy" in ev
     assert ev[-1] == f"hydra.run.dir={tmp_path / 'e0'}"
-    g = cmd(st["nudging_gamma"], dirs["nudging_gamma"], dirs)
+    g = cmd(st["nudging_gamma_s1"], dirs["nudging_gamma_s1"], dirs)
     assert g[2] == "-m" and "sweep=gamma" in g and g[-1] == f"hydra.sweep.dir={tmp_path / 'g'}"
+    # another nudger build seed, at the profile's zoo variant
+    assert "pipeline.nudging.name_or_path=zoo:tiny-aligned-small@${budget.zoo}-s1" in g
 
 
 @pytest.mark.slow
@@ -331,18 +332,23 @@ def test_writer_tables_from_run_dirs(tmp_path):
                     "nurl/stage1_plateau": float("s1" in name),
                 },
             )
-    for i, g in enumerate(("0.1", "0.5")):
-        job = dirs["nudging_gamma"] / str(i)
-        _write(
-            job / "summary.json",
-            {"nudging/accuracy": 0.1 * (i + 1), "nudging/nudge_token_share": 0.3 + i},
-        )
-        (job / ".hydra").mkdir()
-        (job / ".hydra" / "overrides.yaml").write_text(
-            f"- decoder.gamma={g}\n- experiment=nudging_tiny\n"
-        )
+    for seed in (0, 1):  # two nudger seeds' gamma sweeps: the table shows mean ± t-interval
+        for i, g in enumerate(("0.1", "0.5")):
+            job = dirs[f"nudging_gamma_s{seed}"] / str(i)
+            acc = 0.1 * (i + 1) + 0.2 * seed
+            _write(
+                job / "summary.json", {"nudging/accuracy": acc, "nudging/nudge_token_share": 0.3}
+            )
+            (job / ".hydra").mkdir()
+            (job / ".hydra" / "overrides.yaml").write_text(
+                f"- decoder.gamma={g}\n- experiment=nudging_tiny\n"
+            )
+    _write(
+        dirs["nudging_tiny_s1"] / "summary.json",
+        {"nudging/accuracy": 0.75, "nudger_only/accuracy": 0.25},
+    )
     res = {n: StageResult(n, "cached", d, tmp_path / "x.log") for n, d in dirs.items()}
-    res["nudging_tiny"].status = "failed"
+    res["nudging_tiny_s0"].status = "failed"
     out = {p.name for p in write_results(res, st, tmp_path / "res", profile="tiny")}
     assert {"nurl.md", "pass_at_k.png", "learning_signal.png", "nudging_gamma.png"} <= out
     nurl = (tmp_path / "res" / "nurl.md").read_text()
@@ -354,4 +360,8 @@ def test_writer_tables_from_run_dirs(tmp_path):
     # switch, kept, un-hinted signal, after hinting, hinted, lifted, pass rate, train reward
     assert "| nurl_tiny_s1 | 1 (plateau) | — | 0.125 | 0.500 | — | — | — | 0.250 |" in nurl
     nud = (tmp_path / "res" / "nudging.md").read_text()
-    assert "| 0.5 | 0.200 |" in nud and "nudging_tiny`: no result (stage failed" in nud
+    # t(0.975, 1 df) = 12.706: half-width 12.706 * 0.1414 / sqrt(2) = 1.271
+    assert "| 0.1 | 0.200 ± 1.271 (0.100, 0.300) | — | 0.300 ± 0.000 (0.300, 0.300) | — |" in nud
+    assert "| 0.5 | 0.300 ± 1.271 (0.200, 0.400) |" in nud
+    assert "nudging_tiny_s0`: no result (stage failed" in nud
+    assert "| nudging strict | 0.750 |" in nud and "| nudger-only strict | 0.250 |" in nud

@@ -1,93 +1,109 @@
-"""nudging.md (+ nudging_gamma.png): nudging vs its baselines, and the gamma trade-off."""
+"""nudging.md (+ nudging_gamma.png): nudging vs its baselines and the gamma trade-off, each over
+the nudger build seeds (mean and Student-t 95% interval over the per-seed values).
+
+The table functions take plain summaries, so `experiments/nudging/seeds.py` builds the same
+tables from run dirs made by hand."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
 
 from nudgekit.reproduce.collect import override_value, read_json, sweep_jobs
 from nudgekit.reproduce.context import Context
 from nudgekit.reproduce.plots import gamma_plot
-from nudgekit.reproduce.tables import md_table, num
+from nudgekit.reproduce.tables import md_table, mean_pm_each
 
-METHODS = ("base_only", "base_only_stop", "nudger_only", "aligned_large", "nudging")
+# (summary key, label) of the comparison table and of the gamma table
+MAIN = (
+    ("nudging/accuracy", "nudging strict"),
+    ("nudging/lenient_accuracy", "nudging lenient"),
+    ("nudging/nudge_token_share", "nudged-token share"),
+    ("nudging/intervention_rate", "interventions / 100 output tokens"),
+    ("nudging/stop/nudging_eos", "stop: nudger EOS"),
+    ("nudger_only/accuracy", "nudger-only strict"),
+    ("base_only/accuracy", "base-only strict"),
+    ("base_only/lenient_accuracy", "base-only lenient"),
+    ("base_only_stop/accuracy", "base-only (stop at the question) strict"),
+    ("aligned_large/accuracy", "aligned-large strict"),
+)
+GAMMA = (
+    ("nudging/accuracy", "strict"),
+    ("nudging/lenient_accuracy", "lenient"),
+    ("nudging/nudge_token_share", "nudged-token share"),
+    ("nudging/intervention_rate", "interventions / 100 tokens"),
+)
+_DIGITS = {"nudging/intervention_rate": 1}
+
+GammaValues = dict[float, dict[str, list[float]]]
+
+
+def main_table(summaries: Sequence[dict]) -> str:
+    """metric | mean ± 95% CI (per seed) over the seeds' summary.json dicts."""
+    rows = []
+    for key, label in MAIN:
+        vals = [float(s[key]) for s in summaries if key in s]
+        if vals:
+            rows.append([label, mean_pm_each(vals, _DIGITS.get(key, 3))])
+    return md_table(["metric", f"mean ± 95% CI over {len(summaries)} seeds (per seed)"], rows)
+
+
+def gamma_values(jobs: Iterable[tuple[float, dict]]) -> GammaValues:
+    """gamma -> key -> per-seed values, from (gamma, summary) of every sweep job."""
+    out: GammaValues = {}
+    for g, s in jobs:
+        for key, _ in GAMMA:
+            if key in s:
+                out.setdefault(float(g), {}).setdefault(key, []).append(float(s[key]))
+    return dict(sorted(out.items()))
+
+
+def gamma_table(values: GammaValues) -> str:
+    rows = [
+        [f"{g:.1f}", *(mean_pm_each(byk.get(k, []), _DIGITS.get(k, 3)) for k, _ in GAMMA)]
+        for g, byk in values.items()
+    ]
+    return md_table(["gamma", *(label for _, label in GAMMA)], rows)
 
 
 def _methods(ctx: Context) -> str:
-    d = ctx.dir("nudging_tiny")
-    text = f"## Nudging vs baselines\n\n`{ctx.command('nudging_tiny')}`\n\n"
-    if d is None:
-        return text + ctx.missing("nudging_tiny")
-    s = read_json(d / "summary.json")
-    rows = [
-        [m, num(s.get(f"{m}/accuracy")), num(s.get(f"{m}/lenient_accuracy"))]
-        for m in METHODS
-        if f"{m}/accuracy" in s
-    ]
-    text += md_table(["method", "strict acc", "lenient acc"], rows)
-    stats = [
-        ("nudged-token share", "nudging/nudge_token_share"),
-        ("nudged-char share", "nudging/nudge_char_share"),
-        ("interventions / 100 output tokens", "nudging/intervention_rate"),
-        ("rounds per answer", "nudging/rounds"),
-        ("output tokens", "nudging/tokens"),
-        ("decode seconds", "nudging/seconds"),
-    ]
-    stops = sorted(k for k in s if k.startswith("nudging/stop/"))
-    rows = [[lab, num(s.get(k))] for lab, k in stats if k in s]
-    rows += [[f"stop: {k.removeprefix('nudging/stop/')}", num(s[k])] for k in stops]
-    return text + "\n" + md_table(["nudging statistic", "value"], rows)
+    names = ctx.names("nudging")
+    text = "## Nudging vs baselines (gamma 0.5, one run per nudger build seed)\n\n"
+    text += "".join(f"    {ctx.command(n)}\n" for n in names) + "\n"
+    summaries = []
+    for n in names:
+        d = ctx.dir(n)
+        if d is None:
+            text += ctx.missing(n)
+        elif s := read_json(d / "summary.json"):
+            summaries.append(s)
+    if not summaries:
+        return text
+    return text + main_table(summaries)
 
 
-def gamma_rows(ctx: Context) -> list[dict[str, float]]:
-    """One dict per gamma job: gamma, strict, lenient, share, interventions, rounds."""
-    d = ctx.dir("nudging_gamma")
-    out = []
-    for label, job in sweep_jobs(d) if d else []:
-        s, g = read_json(job / "summary.json"), override_value(label, "decoder.gamma")
-        if s and g is not None:
-            out.append(
-                {
-                    "gamma": float(g),
-                    "strict": s.get("nudging/accuracy", float("nan")),
-                    "lenient": s.get("nudging/lenient_accuracy", float("nan")),
-                    "share": s.get("nudging/nudge_token_share", float("nan")),
-                    "rate": s.get("nudging/intervention_rate", float("nan")),
-                    "rounds": s.get("nudging/rounds", float("nan")),
-                }
-            )
-    return sorted(out, key=lambda r: r["gamma"])
+def sweep_values(ctx: Context) -> GammaValues:
+    """The gamma sweeps of every seed, as `gamma_values` reads them."""
+    jobs = []
+    for n in ctx.names("gamma"):
+        d = ctx.dir(n)
+        for label, job in sweep_jobs(d) if d else []:
+            g = override_value(label, "decoder.gamma")
+            s = read_json(job / "summary.json")
+            if g is not None and s:
+                jobs.append((float(g), s))
+    return gamma_values(jobs)
 
 
 def write_nudging(ctx: Context) -> None:
     text = ctx.header("Nudging on the tiny world") + _methods(ctx)
-    text += f"\n## Gamma sweep\n\n`{ctx.command('nudging_gamma')}`\n\n"
-    rows = gamma_rows(ctx)
-    if not rows:
-        text += ctx.missing("nudging_gamma")
-    else:
-        text += md_table(
-            [
-                "gamma",
-                "strict",
-                "lenient",
-                "nudged-token share",
-                "interventions / 100 tokens",
-                "rounds",
-            ],
-            [
-                [
-                    r["gamma"],
-                    num(r["strict"]),
-                    num(r["lenient"]),
-                    num(r["share"]),
-                    num(r["rate"]),
-                    num(r["rounds"], 1),
-                ]
-                for r in rows
-            ],
-        )
-        ctx.written.append(
-            gamma_plot(
-                rows, ctx.out / "nudging_gamma.png", "nudging: accuracy and nudged share vs gamma"
-            )
-        )
+    names = ctx.names("gamma")
+    text += "\n## Gamma sweep (one sweep per nudger build seed)\n\n"
+    text += "".join(f"    {ctx.command(n)}\n" for n in names) + "\n"
+    text += "".join(ctx.missing(n) for n in names if ctx.dir(n) is None)
+    values = sweep_values(ctx)
+    if values:
+        text += gamma_table(values)
+        title = "nudging vs gamma (mean, 95% CI over nudger seeds)"
+        ctx.written.append(gamma_plot(values, ctx.out / "nudging_gamma.png", title))
         text += "\n![gamma](nudging_gamma.png)\n"
     ctx.write("nudging.md", text)

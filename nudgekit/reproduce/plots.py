@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from nudgekit.eval import mean_ci  # noqa: E402
+
 
 def _band(ax, x, runs: list[list[float]], label: str) -> None:
     """Mean over runs as a line, min-max over runs as a shaded band (the seed spread)."""
@@ -49,19 +51,26 @@ def signal_plot(curves: dict[str, list[list[float]]], path: Path, title: str) ->
     return _save(fig, path)
 
 
-def gamma_plot(rows: list[dict[str, float]], path: Path, title: str) -> Path:
-    """Accuracy (strict, lenient) and nudged-token share vs gamma, side by side."""
-    rows = sorted(rows, key=lambda r: r["gamma"])
-    g = [r["gamma"] for r in rows]
+def gamma_plot(values: dict[float, dict[str, list[float]]], path: Path, title: str) -> Path:
+    """Accuracy (strict, lenient) and nudged-token share vs gamma, side by side; `values` maps
+    gamma -> summary key -> per-seed values; points are means, bars the 95% t-interval."""
+    gs = sorted(values)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
-    a1.plot(g, [r["strict"] for r in rows], marker="o", label="strict")
-    a1.plot(g, [r["lenient"] for r in rows], marker="s", label="lenient")
-    a1.set(xlabel="gamma", ylabel="accuracy", title="accuracy", ylim=(0, 1.02))
-    a1.legend(fontsize=8)
-    a2.plot(g, [r["share"] for r in rows], marker="o", color="tab:red")
-    a2.set(xlabel="gamma", ylabel="nudged-token share", title="nudged-token share", ylim=(0, 1.02))
-    for a in (a1, a2):
-        a.grid(alpha=0.3)
+    panels = (
+        (a1, (("nudging/accuracy", "strict"), ("nudging/lenient_accuracy", "lenient"))),
+        (a2, (("nudging/nudge_token_share", "nudged-token share"),)),
+    )
+    for ax, keys in panels:
+        for key, label in keys:
+            pts = [(g, *mean_ci(values[g][key])) for g in gs if values[g].get(key)]
+            if pts:
+                x, m, h = zip(*pts, strict=True)
+                ax.errorbar(x, m, yerr=h, marker="o", capsize=3, label=label)
+        ax.set(xlabel="gamma", ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    a1.set(ylabel="accuracy", title="accuracy")
+    a2.set(ylabel="share", title="nudged-token share")
     fig.suptitle(title)
     return _save(fig, path)
 

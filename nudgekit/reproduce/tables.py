@@ -35,6 +35,14 @@ def mean_pm(values: Sequence[float], digits: int = 3) -> str | None:
     return f"{m:.{digits}f}" if len(vals) == 1 else f"{m:.{digits}f} ± {h:.{digits}f}"
 
 
+def mean_pm_each(values: Sequence[float], digits: int = 3) -> str | None:
+    """`mean_pm` followed by the per-seed values: `0.500 ± 0.100 (0.450, 0.550)`."""
+    head = mean_pm(values, digits)
+    if head is None or len(values) < 2:
+        return head
+    return f"{head} (" + ", ".join(f"{v:.{digits}f}" for v in values) + ")"
+
+
 def mean(values: Sequence[float]) -> float | None:
     vals = [v for v in values if v is not None]
     return sum(vals) / len(vals) if vals else None
