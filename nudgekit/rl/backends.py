@@ -16,7 +16,11 @@ Conventions the trainer relies on:
   accumulation boundary and then returns the gradient norm (None otherwise).
 - Under ZeRO-3, `generation()` gathers all parameters and removes DeepSpeed's forward hooks for
   its duration (as TRL's `unwrap_model_for_generation` does), so ranks may run different numbers
-  of forward passes while generating, and generation runs at plain-module speed.
+  of forward passes while generating, and generation runs at plain-module speed (`zero`).
+
+Rank info and the collectives both backends share are `collectives.Collectives`. Both classes
+stay in this module: a checkpoint records the backend as `backend._target_:
+nudgekit.rl.backends.<class>` in its run config, and a resume compares that path.
 """
 
 from __future__ import annotations
@@ -28,71 +32,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from nudgekit.errors import NudgekitError
+from nudgekit.rl.collectives import Collectives
 from nudgekit.rl.dist import fill_single_process_env
 from nudgekit.rl.precision import ds_precision, module_dtype
 from nudgekit.rl.runconfig import plain_container, set_optimizer_values
+from nudgekit.rl.zero import (
+    add_zero3_hooks,
+    merge_config,
+    remove_zero3_hooks,
+    skip_shm_comm_build,
+)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
 
-class _Collectives:
-    """Rank info and the few collectives the trainer needs (no-ops in one process).
-
-    `device` is where the trained module lives (set by `setup`); update batches go there and
-    reductions run on tensors there, so an NCCL group never sees a CPU tensor.
-    """
-
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def distributed(self) -> bool:
-        return dist.is_available() and dist.is_initialized()
-
-    @property
-    def rank(self) -> int:
-        return dist.get_rank() if self.distributed else 0
-
-    @property
-    def world_size(self) -> int:
-        return dist.get_world_size() if self.distributed else 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
-    def all_reduce_sum(self, values: list[float]) -> list[float]:
-        """Element-wise sum of a list of floats over ranks (float64)."""
-        if not self.distributed:
-            return [float(v) for v in values]
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return t.cpu().tolist()
-
-    def all_gather_object(self, obj: Any) -> list[Any]:
-        if not self.distributed:
-            return [obj]
-        out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
-
-    def broadcast_object(self, obj: Any) -> Any:
-        """Rank 0's `obj` on every rank."""
-        if not self.distributed:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-
-class TorchBackend(_Collectives):
+class TorchBackend(Collectives):
     """Single-process training with a plain torch optimizer (the default).
 
     Args:
@@ -187,7 +144,7 @@ class TorchBackend(_Collectives):
         pass
 
 
-class DeepSpeedBackend(_Collectives):
+class DeepSpeedBackend(Collectives):
     """DeepSpeed ZeRO stage 1, 2 or 3 around the same torch optimizer and scheduler.
 
     Launch with `torchrun --nproc_per_node=N run.py ...` (or the `deepspeed` launcher); on CPU
@@ -240,7 +197,7 @@ class DeepSpeedBackend(_Collectives):
             "steps_per_print": 2**31 - 1,
             **ds_precision(dtype),  # bf16 model: bf16 with fp32 master weights
         }
-        return _merge(cfg, self.extra_config)
+        return merge_config(cfg, self.extra_config)
 
     def setup(self, module, optimizer, scheduler, grad_accum_steps, micro_batch_size) -> None:
         try:
@@ -252,7 +209,7 @@ class DeepSpeedBackend(_Collectives):
         if not self.distributed:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
             if backend == "gloo" and not self.cpu_shm_comm:
-                _skip_shm_comm_build()
+                skip_shm_comm_build()
             # a plain `python run.py` has no torchrun env: a world of one from the env, no MPI
             fill_single_process_env()
             deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
@@ -302,11 +259,11 @@ class DeepSpeedBackend(_Collectives):
         import deepspeed
 
         with deepspeed.zero.GatheredParameters(list(self.engine.module.parameters())):
-            _remove_zero3_hooks(self.engine)
+            remove_zero3_hooks(self.engine)
             try:
                 yield self.engine.module
             finally:
-                _add_zero3_hooks(self.engine)
+                add_zero3_hooks(self.engine)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         with self.generation() as module:
@@ -342,66 +299,3 @@ def _module_device(module: torch.nn.Module) -> torch.device:
     """The device of the module's first parameter (cpu for a module without parameters)."""
     param = next(module.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
-
-
-def _skip_shm_comm_build() -> None:
-    """Make DeepSpeed's CPU comm backend skip building its optional shared-memory op."""
-    import importlib
-
-    # (`import deepspeed.comm.torch as m` would bind the `torch` name deepspeed.comm re-exports)
-    ds_comm = importlib.import_module("deepspeed.comm.torch")
-    if hasattr(ds_comm, "build_shm_op"):
-        ds_comm.build_shm_op = lambda: None
-
-
-def _zero3_offload(engine: Any) -> Any:
-    optimizer = getattr(engine, "optimizer", None)
-    return getattr(optimizer, "parameter_offload", optimizer)
-
-
-def _remove_zero3_hooks(engine: Any) -> None:
-    offload = _zero3_offload(engine)
-    if offload is None or not hasattr(offload, "forward_hooks"):
-        return
-    for param in _zero3_params(offload.module):
-        param.ds_active_sub_modules.clear()
-    for hook in [*offload.forward_hooks, *offload.backward_hooks]:
-        hook.remove()
-    offload.forward_hooks, offload.backward_hooks = [], []
-    # The start-of-forward hook's `reset_step` runs a collective: with it attached, a rank that
-    # decodes more steps than another (different lengths, NuRL regenerating on one rank only)
-    # waits forever. Generation under gathered parameters is purely local, so detach it too.
-    handle = getattr(offload, "fwd_pre_hook", None)
-    hook = offload.module._forward_pre_hooks.get(handle.id) if handle is not None else None
-    if hook is not None:
-        handle.remove()
-        offload._nk_detached_fwd_pre_hook = hook
-
-
-def _add_zero3_hooks(engine: Any) -> None:
-    offload = _zero3_offload(engine)
-    if offload is None or not hasattr(offload, "forward_hooks"):
-        return
-    coordinator = getattr(offload, "param_coordinator", None)
-    if coordinator is not None and not coordinator.is_invalid_trace():
-        coordinator._invalidate_trace()  # generation's forward passes are not the training trace
-    hook = getattr(offload, "_nk_detached_fwd_pre_hook", None)
-    if hook is not None:  # back first in the hook order, where DeepSpeed put it
-        offload.fwd_pre_hook = offload.module.register_forward_pre_hook(hook, prepend=True)
-        offload._nk_detached_fwd_pre_hook = None
-    offload._register_deepspeed_module(offload.module)
-
-
-def _zero3_params(module: torch.nn.Module) -> list[Any]:
-    external = getattr(module, "ds_external_parameters", lambda: [])()
-    return [p for _, p in [*module.named_parameters(recurse=True), *external]]
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
