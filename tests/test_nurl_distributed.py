@@ -69,7 +69,7 @@ def main() -> None:
     trainer.setup(run_dir)
     trainer.tracker = None
     steps = []
-    trainer.schedule.on_train_start(trainer)  # hints (start=step0 opens the gate)
+    trainer.schedule.on_train_start(trainer.context)  # hints (start=step0 opens the gate)
     injector = trainer.schedule.injector
     while trainer.step < trainer.end_step():
         metrics = trainer.train_step()

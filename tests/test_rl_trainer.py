@@ -199,11 +199,11 @@ class RecordingHook(TrainerHook):
     def __init__(self, end: int | None = None) -> None:
         self.calls, self.state, self.end, self.loaded = [], {"rollout_calls": 0}, end, None
 
-    def on_train_start(self, trainer):
-        self.calls.append(("train_start", trainer.step))
+    def on_train_start(self, ctx):
+        self.calls.append(("train_start", ctx.step))
 
-    def on_step_start(self, trainer):
-        self.calls.append(("step_start", trainer.step))
+    def on_step_start(self, ctx):
+        self.calls.append(("step_start", ctx.step))
 
     def on_rollouts(self, ctx):
         self.calls.append(("rollouts", ctx.step))
@@ -211,11 +211,11 @@ class RecordingHook(TrainerHook):
         assert len(ctx.rollouts) == 4 * ctx.group_size
         return ctx.rollouts
 
-    def on_step_end(self, trainer, metrics):
-        self.calls.append(("step_end", trainer.step))
+    def on_step_end(self, ctx, metrics):
+        self.calls.append(("step_end", ctx.step))
         metrics["hook/rollout_calls"] = float(self.state["rollout_calls"])
 
-    def end_step(self, trainer, end):
+    def end_step(self, ctx, end):
         return end if self.end is None else self.end
 
     def state_dict(self):

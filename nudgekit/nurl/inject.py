@@ -144,10 +144,14 @@ class HintInjector:
 
     # ------------------------------------------------------------------ reporting
 
-    def step_metrics(self, backend: Any) -> tuple[dict[str, float], list[HintDecision]]:
+    def step_metrics(self, comm: Any) -> tuple[dict[str, float], list[HintDecision]]:
         """`nurl/*` metrics of the last step over all ranks, and every rank's decisions.
 
         Call after advantages are computed (they are read from the regenerated rollouts).
+
+        Args:
+            comm: the ranks' collectives (`all_reduce_sum`, `all_gather_object`): the
+                schedule's `ScheduleContext`, or a trainer backend.
         """
         last = self._last or {
             "before": (0, 0),
@@ -162,7 +166,7 @@ class HintInjector:
         }
         regen, original = last["regenerated"], last["original"]
         statuses = [d.status for d in last["decisions"]]
-        sums = backend.all_reduce_sum(
+        sums = comm.all_reduce_sum(
             [
                 last["before"][0],
                 last["before"][1],
@@ -200,7 +204,7 @@ class HintInjector:
             orig_sum,
             orig_sq,
         ) = sums
-        gathered = backend.all_gather_object(
+        gathered = comm.all_gather_object(
             ([r.advantage for r in regen], last["seconds"], last["decisions"])
         )
         adv = [a for g in gathered for a in g[0]]

@@ -1,7 +1,10 @@
 """`NuRLSchedule`: NuRL's two stages as a schedule of the GRPO trainer, in one resumable run.
 
-The schedule is a `TrainerHook` (`pipeline.schedule`); the `HintInjector` it holds is the
-rollout hook between scoring and advantages and sees only the step's `RolloutContext`.
+The schedule is a `TrainerHook` (`pipeline.schedule`) and sees the trainer only through its
+`ScheduleContext` (step, ranks, run dir, tracker, generation handles, training problems, plateau
+state; it replaces the training set with `use_problems` and records its summary metrics with
+`record`); the `HintInjector` it holds is the rollout hook between scoring and advantages and
+sees only the step's `RolloutContext`.
 
 0. **Hints** (before any update): the hint source writes hints for every training problem (a
    `self` source writes them with the starting policy, i.e. offline with respect to RL); the
@@ -43,11 +46,9 @@ from nudgekit.nurl.inject import HintInjector
 from nudgekit.nurl.pipeline import collection_metrics
 from nudgekit.nurl.sources import HintCollection
 from nudgekit.nurl.store import HintRecord, HintStore
-from nudgekit.rl.hooks import RolloutContext, TrainerHook
-from nudgekit.rl.rollout_engine import generating
+from nudgekit.rl.hooks import RolloutContext, ScheduleContext, TrainerHook
 from nudgekit.rl.rollouts import Rollout
 from nudgekit.rl.runconfig import describe, flatten
-from nudgekit.rl.sampler import PromptSampler
 from nudgekit.rl.validation import sample_validation
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class NuRLSchedule(TrainerHook):
 
     # ------------------------------------------------------------------ run length
 
-    def end_step(self, trainer: Any, end: int) -> int:
+    def end_step(self, ctx: ScheduleContext, end: int) -> int:
         if self.stage == 2:
             return int(self.state["stage2_start"]) + self.stage2_steps
         return max(self.stage1_max_steps + self.stage2_steps, 1)
@@ -116,63 +117,58 @@ class NuRLSchedule(TrainerHook):
 
     # ------------------------------------------------------------------ hook points
 
-    def on_train_start(self, trainer: Any) -> None:
-        self._ensure_hints(trainer)
+    def on_train_start(self, ctx: ScheduleContext) -> None:
+        self._ensure_hints(ctx)
         self.injector.enabled = self.start == "step0" or self.stage == 2
 
-    def on_step_start(self, trainer: Any) -> None:
-        if self.stage == 1 and self._stage1_done(trainer):
-            self.enter_stage2(trainer)
+    def on_step_start(self, ctx: ScheduleContext) -> None:
+        if self.stage == 1 and self._stage1_done(ctx):
+            self.enter_stage2(ctx)
 
     def on_rollouts(self, ctx: RolloutContext) -> list[Rollout]:
         return self.injector(ctx)
 
-    def on_step_end(self, trainer: Any, metrics: dict[str, float]) -> None:
-        nurl, decisions = self.injector.step_metrics(trainer.backend)
+    def on_step_end(self, ctx: ScheduleContext, metrics: dict[str, float]) -> None:
+        nurl, decisions = self.injector.step_metrics(ctx)
         metrics.update(original_rollout_metrics(metrics, nurl))
         metrics.update(nurl)
         metrics["nurl/stage"] = float(self.stage)
-        tracker = getattr(trainer, "tracker", None)
-        if tracker is not None and decisions:
-            tracker.log_table("nurl/hint_decisions", decision_rows(decisions), step=trainer.step)
+        if decisions:
+            ctx.log_table("nurl/hint_decisions", decision_rows(decisions))
 
-    def _stage1_done(self, trainer: Any) -> bool:
-        plateaued = trainer.plateau is not None and trainer.plateau.plateaued
-        return plateaued or trainer.step >= self.stage1_max_steps
+    def _stage1_done(self, ctx: ScheduleContext) -> bool:
+        return ctx.plateaued or ctx.step >= self.stage1_max_steps
 
     # ------------------------------------------------------------------ step 0: hints
 
-    def _ensure_hints(self, trainer: Any) -> None:
+    def _ensure_hints(self, ctx: ScheduleContext) -> None:
         if HINTS_KEY in self.state:  # resumed: `load_state_dict` restored the store
-            if trainer.backend.is_main and not (trainer.run_dir / HINTS_FILE).exists():
-                self.injector.store.save(trainer.run_dir / HINTS_FILE)  # a resumed run's own dir
+            if ctx.is_main and not (ctx.run_dir / HINTS_FILE).exists():
+                self.injector.store.save(ctx.run_dir / HINTS_FILE)  # a resumed run's own dir
             return
         if self.hint_source is None:
             self.state[HINTS_KEY] = 0
             return
         start = time.perf_counter()
-        collection = collect_hints(trainer, self.hint_source)
+        problems = ctx.train_problems
+        collection = collect_hints(ctx, problems, self.hint_source)
         store = collection.store
         self.injector.store = store
         self.state[HINTS_KEY] = len(store)
-        metrics = collection_metrics(
-            collection, len(trainer.train_problems), time.perf_counter() - start
-        )
+        metrics = collection_metrics(collection, len(problems), time.perf_counter() - start)
         self.state["hint_metrics"] = metrics
-        if trainer.backend.is_main:
-            store.save(trainer.run_dir / HINTS_FILE)
-        if getattr(trainer, "tracker", None) is not None:
-            trainer.tracker.log(metrics, step=trainer.step)
-        trainer.save_checkpoint()
+        if ctx.is_main:
+            store.save(ctx.run_dir / HINTS_FILE)
+        ctx.log(metrics)
+        ctx.save_checkpoint()
 
     # ------------------------------------------------------------------ the switch
 
-    def enter_stage2(self, trainer: Any) -> None:
+    def enter_stage2(self, ctx: ScheduleContext) -> None:
         """Filter the training problems with the stage-1 policy and open the gate."""
-        plateaued = trainer.plateau is not None and trainer.plateau.plateaued
-        reason = "plateau" if plateaued else "step_cap"
-        problems = trainer.train_problems
-        kept = self.filter_problems(trainer) if self.filter_solved else list(problems)
+        reason = "plateau" if ctx.plateaued else "step_cap"
+        problems = ctx.train_problems
+        kept = self.filter_problems(ctx) if self.filter_solved else list(problems)
         if not kept:
             log.warning(
                 "nurl: every training problem is solved %d/%d; stage 2 keeps them all",
@@ -181,50 +177,46 @@ class NuRLSchedule(TrainerHook):
             )
             kept = list(problems)
         self.state.update(
-            stage=2, stage2_start=trainer.step, stage1_end=reason, filtered_ids=[p.id for p in kept]
+            stage=2, stage2_start=ctx.step, stage1_end=reason, filtered_ids=[p.id for p in kept]
         )
         # a fresh epoch over the filtered problems, numbered after stage 1's (a new permutation)
-        epoch = trainer.sampler.epoch + (trainer.sampler.index > 0)
-        trainer.sampler = PromptSampler(
-            kept, trainer.prompts_per_step, seed=trainer.seed, start_epoch=epoch
-        )
+        ctx.use_problems(kept)
         self.injector.enabled = True
         metrics = {
             "nurl/filter_kept": float(len(kept)),
             "nurl/filter_dropped": float(len(problems) - len(kept)),
-            "nurl/stage2_start": float(trainer.step),
+            "nurl/stage2_start": float(ctx.step),
             "nurl/stage1_plateau": float(reason == "plateau"),
         }
-        trainer.history.update(metrics)
+        ctx.record(metrics)
         log.info(
             "nurl: stage 1 ended at step %d (%s); %d/%d problems kept for stage 2",
-            trainer.step,
+            ctx.step,
             reason,
             len(kept),
             len(problems),
         )
-        if getattr(trainer, "tracker", None) is not None:
-            trainer.tracker.log(metrics, step=trainer.step)
-        trainer.save_checkpoint()
+        ctx.log(metrics)
+        ctx.save_checkpoint()
 
-    def filter_problems(self, trainer: Any) -> list:
+    def filter_problems(self, ctx: ScheduleContext) -> list:
         """Problems the current policy does not solve `filter_n`/`filter_n` (un-hinted)."""
-        backend, problems, s = trainer.backend, trainer.train_problems, trainer.sampling
-        with generating(trainer.engine, backend):  # hf: gathered (ZeRO-3); vLLM: its copy
+        problems, s = ctx.train_problems, ctx.sampling
+        with ctx.generating():  # hf: gathered (ZeRO-3); vLLM: its copy
             records = sample_validation(
-                trainer.engine,
+                ctx.engine,
                 problems,
-                trainer.prompt,
-                trainer.verifier,
-                indices=range(backend.rank, len(problems), backend.world_size),
+                ctx.prompt,
+                ctx.verifier,
+                indices=range(ctx.rank, len(problems), ctx.world_size),
                 n=self.filter_n,
                 max_new_tokens=s.max_new_tokens,
                 temperature=self.filter_temperature,
                 top_p=s.top_p,
                 stop=s.stop,
-                seed=trainer.seed + 7919 * (trainer.step + 1),
+                seed=ctx.seed + 7919 * (ctx.step + 1),
             )
-        parts = backend.all_gather_object([(r["index"], r["correct"]) for r in records])
+        parts = ctx.all_gather_object([(r["index"], r["correct"]) for r in records])
         solved = {i for part in parts for i, c in part if c >= self.filter_n}
         return [p for i, p in enumerate(problems) if i not in solved]
 
@@ -237,12 +229,11 @@ class NuRLSchedule(TrainerHook):
         """The hint store, once collected, beside the trainer state (`step-N/hints.jsonl`)."""
         return {HINTS_FILE: self.injector.store.save} if self.state.get(HINTS_KEY) else {}
 
-    def before_resume(self, trainer: Any, state: dict[str, Any]) -> None:
+    def before_resume(self, ctx: ScheduleContext, state: dict[str, Any]) -> None:
         extra = state.get("extra_state") or {}
-        if int(extra.get("stage", 1)) == 2:  # the sampler runs over the filtered problems
-            by_id = {p.id: p for p in trainer.train_problems}
-            kept = [by_id[i] for i in extra["filtered_ids"]]
-            trainer.sampler = PromptSampler(kept, trainer.prompts_per_step, seed=trainer.seed)
+        if int(extra.get("stage", 1)) == 2:  # the steps draw from the filtered problems
+            by_id = {p.id: p for p in ctx.train_problems}
+            ctx.use_problems([by_id[i] for i in extra["filtered_ids"]], start_epoch=0)
 
     def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
         """The schedule's state, and the hint store: `hints.jsonl` of the checkpoint, or the
@@ -277,15 +268,14 @@ class NuRLSchedule(TrainerHook):
         return out
 
 
-def collect_hints(trainer: Any, source: Any) -> HintCollection:
-    """Every rank writes hints for its strided share of the problems; results are merged."""
-    backend = trainer.backend
-    mine = trainer.train_problems[backend.rank :: backend.world_size]
+def collect_hints(ctx: ScheduleContext, problems: list, source: Any) -> HintCollection:
+    """Every rank writes hints for its strided share of `problems`; results are merged."""
+    mine = problems[ctx.rank :: ctx.world_size]
     if hasattr(source, "bind"):  # a `self` source writes with the live policy
-        source.bind(trainer.engine, trainer.tokenizer)
-    with generating(trainer.engine, backend):  # hf: gathered (ZeRO-3); vLLM: its copy
+        source.bind(ctx.engine, ctx.tokenizer)
+    with ctx.generating():  # hf: gathered (ZeRO-3); vLLM: its copy
         part = source.collect(mine)
-    parts = backend.all_gather_object(
+    parts = ctx.all_gather_object(
         ([r.to_json() for r in part.records], part.dropped, dict(part.rejections), part.generations)
     )
     out = HintCollection()

@@ -1,11 +1,11 @@
 """GRPO core: pure advantage/loss math, rollout containers, the recipe-shaped trainer with its
-hook points and grouped settings, backends (plain torch, DeepSpeed ZeRO 1/2/3), atomic checkpoints
-with resume, and a plateau detector."""
+hook points (and the narrow contexts hooks see) and grouped settings, backends (plain torch,
+DeepSpeed ZeRO 1/2/3), atomic checkpoints with resume, and a plateau detector."""
 
 from nudgekit.rl.advantages import frac_reward_zero_std, group_advantages, per_group_stats
 from nudgekit.rl.backends import DeepSpeedBackend, TorchBackend
 from nudgekit.rl.checkpoint import CheckpointManager, export_hf
-from nudgekit.rl.hooks import RolloutContext, RolloutHook, TrainerHook
+from nudgekit.rl.hooks import RolloutContext, RolloutHook, ScheduleContext, TrainerHook
 from nudgekit.rl.losses import (
     ClippedPolicyLoss,
     SeqMeanTokenMean,
@@ -35,6 +35,7 @@ __all__ = [
     "RolloutContext",
     "RolloutHook",
     "Sampling",
+    "ScheduleContext",
     "SeqMeanTokenMean",
     "SeqMeanTokenSumNorm",
     "TokenMean",

@@ -1,31 +1,36 @@
-"""The GRPO trainer's named hook points, and the narrow context a rollout hook sees.
+"""The GRPO trainer's named hook points, and the narrow contexts hooks see.
 
 `TrainerHook` has a no-op method per hook point; a hook overrides the ones it needs. The
 trainer calls them, in the order of its `hooks` (the schedule first), at:
 
-- `on_train_start(trainer)`: after setup (and any resume), before the first step;
-- `on_step_start(trainer)`: before each step samples its prompts;
-- `on_rollouts(ctx)`: between `score` and `compute_advantages`; returns the rollouts to train
+- `on_train_start(ctx)`: after setup (and any resume), before the first step;
+- `on_step_start(ctx)`: before each step samples its prompts;
+- `on_rollouts(rctx)`: between `score` and `compute_advantages`; returns the rollouts to train
   on, and sees only a `RolloutContext`;
-- `on_step_end(trainer, metrics)`: after the update, may add to the step's metrics;
+- `on_step_end(ctx, metrics)`: after the update, may add to the step's metrics;
 - `state_dict()` / `load_state_dict(state, path)`: JSON-able state saved in every checkpoint
   (`extra_state` in `trainer_state.json`) and restored on resume; `checkpoint_files()`: files
-  saved beside it; `before_resume(trainer, state)`: after the run-config check, before loading;
+  saved beside it; `before_resume(ctx, state)`: after the run-config check, before loading;
 - `final_metrics()`: added to the run's final metrics; `run_config()`: settings recorded in each
   checkpoint and checked on resume (`{dotted key: value}`).
 
 A schedule (`pipeline.schedule`) is a hook that may also set the run length (`end_step`) and
-whether a plateau ends the run (`stops_on_plateau`).
+whether a plateau ends the run (`stops_on_plateau`). Outside the rollout hook point a hook sees
+the trainer only through its `ScheduleContext` (`ctx`): the step, the ranks, the run dir, the
+tracker, the generation handles, the training problems and plateau state, and three actions
+(`record`, `use_problems`, `save_checkpoint`); never the model, optimizer, backend or sampler.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nudgekit.data.problem import Problem
+from nudgekit.rl.rollout_engine import generating
 from nudgekit.rl.rollouts import Rollout
 
 Regenerate = Callable[[Sequence[tuple[int, Problem]], Callable[[Problem], str], int], list[Rollout]]
@@ -54,23 +59,148 @@ class RolloutContext:
     prompt_tokens: Callable[[Problem, str | None], int]
 
 
+class ScheduleContext:
+    """What a schedule (any `TrainerHook`) may read and do, outside the rollout hook point.
+
+    A live view of one trainer (values are read when asked: `step` is always the current step);
+    the trainer builds one (`GRPOTrainer.context`) and passes it to every hook point but
+    `on_rollouts`. Nothing else of the trainer is reachable through it: not the model, the
+    optimizer, the backend, the sampler or the metric history.
+
+    Read:
+        step: the trainer's step count (steps done).
+        rank, world_size, is_main: this process among the ranks.
+        run_dir: the run directory (the same path on every rank).
+        engine, prompt, verifier, tokenizer: the generation handles (the rollout engine over
+            the live policy, the chat prompt, the verifier, the policy's tokenizer).
+        sampling: the `Sampling` settings node (G, max_new_tokens, temperature, top_p, stop).
+        seed: the run's seed.
+        train_problems: the whole training set as given to the trainer (a copy).
+        plateaued: whether the trainer's plateau detector has fired (False without one).
+
+    Do:
+        log(metrics), log_table(name, rows): to the run's tracker at the current step (nothing
+            without a tracker, e.g. before `train`).
+        record(metrics): summary metrics, kept in the run's final metrics and in every
+            checkpoint's history.
+        generating(): the context the engine generates in (ZeRO-3: parameters gathered; every
+            rank must enter it).
+        all_reduce_sum(values), all_gather_object(obj): collectives over the ranks.
+        use_problems(problems, start_epoch=None): train on `problems` from the next step on.
+        save_checkpoint(): write a checkpoint at the current step.
+    """
+
+    __slots__ = ("_trainer",)
+
+    def __init__(self, trainer: Any) -> None:
+        self._trainer = trainer
+
+    @property
+    def step(self) -> int:
+        return int(self._trainer.step)
+
+    @property
+    def rank(self) -> int:
+        return self._trainer.backend.rank
+
+    @property
+    def world_size(self) -> int:
+        return self._trainer.backend.world_size
+
+    @property
+    def is_main(self) -> bool:
+        return self._trainer.backend.is_main
+
+    @property
+    def run_dir(self) -> Path:
+        return self._trainer.run_dir
+
+    @property
+    def engine(self) -> Any:
+        return self._trainer.engine
+
+    @property
+    def prompt(self) -> Callable[..., str]:
+        return self._trainer.prompt
+
+    @property
+    def verifier(self) -> Callable[[str, str], float]:
+        return self._trainer.verifier
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._trainer.tokenizer
+
+    @property
+    def sampling(self) -> Any:
+        return self._trainer.sampling
+
+    @property
+    def seed(self) -> int:
+        return self._trainer.seed
+
+    @property
+    def train_problems(self) -> list[Problem]:
+        return list(self._trainer.train_problems)
+
+    @property
+    def plateaued(self) -> bool:
+        plateau = self._trainer.plateau
+        return plateau is not None and bool(plateau.plateaued)
+
+    def log(self, metrics: dict[str, float]) -> None:
+        tracker = self._trainer.tracker
+        if tracker is not None:
+            tracker.log(metrics, step=self.step)
+
+    def log_table(self, name: str, rows: list[dict[str, Any]]) -> None:
+        tracker = self._trainer.tracker
+        if tracker is not None:
+            tracker.log_table(name, rows, step=self.step)
+
+    def record(self, metrics: dict[str, float]) -> None:
+        self._trainer.history.update(metrics)
+
+    def generating(self) -> contextlib.AbstractContextManager:
+        return generating(self._trainer.engine, self._trainer.backend)
+
+    def all_reduce_sum(self, values: list[float]) -> list[float]:
+        return self._trainer.backend.all_reduce_sum(values)
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        return self._trainer.backend.all_gather_object(obj)
+
+    def use_problems(self, problems: Sequence[Problem], start_epoch: int | None = None) -> None:
+        """Replace the training set the steps' prompts are drawn from (`GRPOTrainer.use_problems`).
+
+        Args:
+            problems: training problems (of `train_problems`; non-empty).
+            start_epoch: the new order's first epoch number (None: the one after the epoch in
+                progress, a fresh permutation). A resume then restores the checkpoint's position.
+        """
+        self._trainer.use_problems(problems, start_epoch=start_epoch)
+
+    def save_checkpoint(self) -> Path:
+        return self._trainer.save_checkpoint()
+
+
 class TrainerHook:
     """A no-op at every hook point; subclasses override what they need."""
 
-    def on_train_start(self, trainer: Any) -> None:
+    def on_train_start(self, ctx: ScheduleContext) -> None:
         """After setup and any resume, before the first step."""
 
-    def on_step_start(self, trainer: Any) -> None:
+    def on_step_start(self, ctx: ScheduleContext) -> None:
         """Before each step samples its prompts."""
 
     def on_rollouts(self, ctx: RolloutContext) -> list[Rollout]:
         """Between scoring and advantages; must keep how many rollouts this process holds."""
         return ctx.rollouts
 
-    def on_step_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+    def on_step_end(self, ctx: ScheduleContext, metrics: dict[str, float]) -> None:
         """After the update; may add to `metrics`."""
 
-    def end_step(self, trainer: Any, end: int) -> int:
+    def end_step(self, ctx: ScheduleContext, end: int) -> int:
         """The step at which training ends (`end`: the trainer's `max_steps`)."""
         return end
 
@@ -81,7 +211,7 @@ class TrainerHook:
     def state_dict(self) -> dict[str, Any]:
         return {}
 
-    def before_resume(self, trainer: Any, state: dict[str, Any]) -> None:
+    def before_resume(self, ctx: ScheduleContext, state: dict[str, Any]) -> None:
         """After the run-config check, before any state loads (`state`: the trainer state)."""
 
     def load_state_dict(self, state: dict[str, Any], path: Path) -> None:

@@ -9,15 +9,16 @@ One GRPO step, as named methods (each a thin call into `nudgekit.rl.steps`):
 2. `score`: the verifier turns each completion into a reward.
 3. `refine_rollouts`: the extension point between scoring and advantages; it runs each hook's
    `on_rollouts` (NuRL's hint injection regenerates rollouts here). Identity for plain GRPO.
-
-Named hook points (`hooks.TrainerHook`: train start, step start, rollouts, step end, checkpoint
-state and files, run config, final metrics) and a `schedule` (a hook that may set the run length)
-let NuRL's two stages compose with this trainer; the settings come in grouped nodes
-(`settings`: sampling, update, validation, checkpoint).
 4. `compute_advantages`: group-normalised advantages (`group_advantages`) over explicit group ids.
 5. `update`: μ epochs over `mini_batches` optimizer steps, each accumulated over micro-batches;
    log-probs are recomputed by the trainer on the exact prompt + completion ids the engine used;
    then the rollout engine takes the new weights (vLLM: pushed; hf: nothing to do).
+
+Hook points (`hooks.TrainerHook`) and a `schedule` (a hook that may set the run length) let
+NuRL's two stages compose with this trainer; hooks see it only through `hooks.ScheduleContext`
+and `hooks.RolloutContext`. The settings come in grouped nodes (`settings`). Here is the step
+loop; `trainer_setup` builds the run, `trainer_state` is the checkpoint glue, `progress` the
+validation, plateau and summary metrics.
 
 Departures from the GRPO paper / TRL worth knowing:
 
@@ -36,7 +37,6 @@ Departures from the GRPO paper / TRL worth knowing:
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,21 +46,18 @@ import torch
 
 from nudgekit.data.problem import Problem
 from nudgekit.engines.sampling import derive_seed
-from nudgekit.rl import dist, rollout_engine, runconfig, steps, trainer_state
+from nudgekit.rl import progress, steps, trainer_setup, trainer_state
 from nudgekit.rl.backends import TorchBackend
-from nudgekit.rl.checkpoint import CheckpointManager, export_hf
-from nudgekit.rl.hooks import TrainerHook, rollout_context
+from nudgekit.rl.checkpoint import export_hf
+from nudgekit.rl.hooks import ScheduleContext, TrainerHook, rollout_context
 from nudgekit.rl.losses import ClippedPolicyLoss
 from nudgekit.rl.plateau import PlateauDetector
-from nudgekit.rl.precision import prepare_policy
-from nudgekit.rl.rollouts import Rollout, pad_id
+from nudgekit.rl.rollouts import Rollout
+from nudgekit.rl.runconfig import check_settings
 from nudgekit.rl.sampler import PromptSampler
 from nudgekit.rl.settings import Checkpoint, Sampling, Update, Validation
-from nudgekit.rl.stats import peak_rss_mb, perf_metrics
+from nudgekit.rl.stats import perf_metrics
 from nudgekit.rl.steps import SamplingConfig, UpdateConfig
-from nudgekit.rl.validation import table_rows, validate
-
-log = logging.getLogger(__name__)
 
 
 class GRPOTrainer:
@@ -130,9 +127,7 @@ class GRPOTrainer:
         self.update_settings = update if update is not None else Update()
         self.validation = validation if validation is not None else Validation()
         self.checkpoint = checkpoint if checkpoint is not None else Checkpoint()
-        runconfig.check_settings(
-            len(train_problems), max_steps=max_steps, prompts_per_step=prompts_per_step
-        )
+        check_settings(len(train_problems), max_steps=max_steps, prompts_per_step=prompts_per_step)
         self.model_spec, self.verifier, self.prompt = model, verifier, prompt
         self.train_problems, self.val_problems = list(train_problems), list(val_problems or [])
         self.engine_factory, self.optimizer_factory = engine, optimizer
@@ -148,7 +143,9 @@ class GRPOTrainer:
         self.seed, self.num_threads = seed, num_threads
         self.step = 0
         self._saved_step: int | None = None
-        self.history: dict[str, float] = {}
+        self.history: dict[str, float] = {}  # the run's summary metrics (`progress`)
+        self.tracker: Any = None
+        self.context = ScheduleContext(self)  # all the hooks see of this trainer
 
     @property
     def group_size(self) -> int:
@@ -158,45 +155,7 @@ class GRPOTrainer:
 
     def setup(self, run_dir: str | Path) -> None:
         """Load the policy (and reference), build backend, engine, sampler; maybe resume."""
-        if self.num_threads:
-            torch.set_num_threads(int(self.num_threads))
-        # rank, world size and device decided once, before anything loads (cuda:LOCAL_RANK)
-        self.process = dist.setup_process(getattr(self.model_spec, "device", "auto"))
-        spec = dist.on_device(self.model_spec, self.process.device)
-        self.tokenizer = spec.load_tokenizer()
-        upd = self.update_settings
-        module = prepare_policy(spec.load_model(), upd.gradient_checkpointing, upd.share_prompt)
-        self.pad_id = pad_id(self.tokenizer)
-        self.ref_model = None
-        if self.loss.beta != 0.0:
-            self.ref_model = spec.load_model().eval().requires_grad_(False)
-        self.grad_accum = runconfig.grad_accum_steps(
-            self.prompts_per_step,
-            self.process.world_size,
-            self.group_size,
-            upd.mini_batches,
-            upd.micro_batch_size,
-        )
-        self.backend.setup(
-            module,
-            self.optimizer_factory,
-            self.scheduler_factory,
-            self.grad_accum,
-            upd.micro_batch_size,
-        )
-        self.run_dir = Path(self.backend.broadcast_object(str(run_dir)))
-        self.engine = rollout_engine.build(self.engine_factory, self.backend.module, self.tokenizer)
-        self.sampler = PromptSampler(self.train_problems, self.prompts_per_step, seed=self.seed)
-        ckpt = self.checkpoint
-        ckpt_dir = Path(ckpt.dir) if ckpt.dir else self.run_dir / "checkpoints"
-        self.checkpoints = CheckpointManager(
-            ckpt_dir, keep=ckpt.keep, weights_only=ckpt.weights_only
-        )
-        path = self.checkpoints.resolve(self.resume, self.backend)
-        if path is not None:
-            self.load_checkpoint(path)
-        if self.engine.syncs_weights:  # the policy as loaded (or resumed), in the engine's dtype
-            self.engine.push(self.backend)
+        trainer_setup.setup(self, run_dir)
 
     def run(self, tracker: Any = None, run_dir: str | Path | None = None) -> dict[str, float]:
         """Pipeline entry: setup, train, export, cleanup; returns the final metrics."""
@@ -210,26 +169,15 @@ class GRPOTrainer:
         """Run GRPO steps until the schedule's end (or a plateau); validate, log, checkpoint."""
         self.tracker = tracker
         for hook in self.hooks:
-            hook.on_train_start(self)
-        if self.step == 0 and self._validating:
-            initial = self._validate(tracker)
-            self.history["val/pass@1_initial"] = initial["val/pass@1"]
-            self._update_plateau(initial)
+            hook.on_train_start(self.context)
+        progress.on_start(self, tracker)  # step 0: the initial validation
         start = time.perf_counter()
         while self.step < self.end_step() and not self._stopped:
             metrics = self.train_step()
-            if self._validating and self.step % self.validation.every == 0:
-                metrics.update(self._validate(tracker, log=False))
-            self._update_plateau(metrics)
-            if tracker is not None:
-                tracker.log(metrics, step=self.step)
+            progress.on_step(self, tracker, metrics)  # validation, the plateau; logged
             if self.checkpoint.every and self.step % self.checkpoint.every == 0:
                 self.save_checkpoint()
-        if self._validating and self.history.get("val/step") != self.step:
-            self._validate(tracker)
-        self.history["perf/train_s"] = self.history.get("perf/train_s", 0.0) + (
-            time.perf_counter() - start
-        )
+        progress.on_end(self, tracker, start)  # a last validation, the training time
         if self._saved_step != self.step:
             self.save_checkpoint()
         if self.export:
@@ -246,28 +194,41 @@ class GRPOTrainer:
 
     def run_config(self) -> dict[str, Any]:
         """The settings that define this run (recorded in checkpoints, checked on resume)."""
-        out = runconfig.grpo_config(self)
-        for hook in self.hooks:
-            out.update(hook.run_config())
-        return out
+        return trainer_state.run_config(self)
 
     def extra_state(self) -> dict[str, Any]:
         """The hooks' JSON-able state, saved as `extra_state` in every checkpoint."""
-        return {k: v for hook in self.hooks for k, v in hook.state_dict().items()}
+        return trainer_state.extra_state(self)
 
     def end_step(self) -> int:
         """The step at which training ends: `max_steps`, or what the schedule decides."""
         end = self.max_steps
         for hook in self.hooks:
-            end = hook.end_step(self, end)
+            end = hook.end_step(self.context, end)
         return end
 
+    def use_problems(self, problems: Sequence[Problem], start_epoch: int | None = None) -> None:
+        """Draw the steps' prompts from `problems` (non-empty) from now on, in a new seeded
+        order whose first epoch is `start_epoch` (None: the one after the epoch in progress)."""
+        if start_epoch is None:
+            start_epoch = self.sampler.epoch + (self.sampler.index > 0)
+        self.sampler = PromptSampler(
+            problems, self.prompts_per_step, seed=self.seed, start_epoch=start_epoch
+        )
+
+    @property
+    def _stopped(self) -> bool:
+        stop = self.stop_on_plateau
+        for hook in self.hooks:
+            stop = hook.stops_on_plateau(stop)
+        return bool(stop and self.plateau is not None and self.plateau.plateaued)
+
+    def final_metrics(self) -> dict[str, float]:
+        """The summary metrics, step count, peak RSS and the hooks' final metrics (`progress`)."""
+        return progress.final_metrics(self)
+
     def cleanup(self) -> None:
-        self.backend.close()
-        if getattr(self, "engine", None) is not None:
-            self.engine.close()
-        self.engine = None
-        self.ref_model = None
+        trainer_setup.cleanup(self)
 
     # ------------------------------------------------------------------ one GRPO step
 
@@ -277,7 +238,7 @@ class GRPOTrainer:
         The hooks' `on_step_start` runs first and their `on_step_end` last (with the metrics).
         """
         for hook in self.hooks:
-            hook.on_step_start(self)
+            hook.on_step_start(self.context)
         t0 = time.perf_counter()
         batch = self.sampler.next_batch()
         world, rank = self.backend.world_size, self.backend.rank
@@ -301,7 +262,7 @@ class GRPOTrainer:
         if self.engine.syncs_weights:
             metrics["perf/weight_sync_s"] = t_end - t_sync
         for hook in self.hooks:
-            hook.on_step_end(self, metrics)
+            hook.on_step_end(self.context, metrics)
         return metrics
 
     def generate_rollouts(
@@ -369,55 +330,3 @@ class GRPOTrainer:
             u.tis_cap,
         )
         return steps.update(rollouts, self.backend, self.loss, cfg, self.ref_model)
-
-    # ------------------------------------------------------------------ validation & plateau
-
-    @property
-    def _validating(self) -> bool:
-        return bool(self.val_problems) and self.validation.every > 0
-
-    @property
-    def _stopped(self) -> bool:
-        stop = self.stop_on_plateau
-        for hook in self.hooks:
-            stop = hook.stops_on_plateau(stop)
-        return bool(stop and self.plateau is not None and self.plateau.plateaued)
-
-    def _validate(self, tracker: Any, log: bool = True) -> dict[str, float]:
-        """pass@1 on the validation problems (sharded over ranks); logs a sample table."""
-        v, s = self.validation, self.sampling
-        metrics, records = validate(
-            self.engine,
-            self.backend,
-            self.val_problems,
-            self.prompt,
-            self.verifier,
-            n=v.n,
-            max_new_tokens=s.max_new_tokens,
-            temperature=v.temperature,
-            top_p=s.top_p,
-            stop=s.stop,
-            seed=self.seed,
-        )
-        self.history.update(metrics)
-        self.history["val/step"] = self.step
-        if tracker is not None:
-            if log:
-                tracker.log(metrics, step=self.step)
-            tracker.log_table("val/samples", table_rows(records, v.table_rows), step=self.step)
-        return metrics
-
-    def _update_plateau(self, metrics: dict[str, float]) -> None:
-        if self.plateau is None:
-            return
-        if self.plateau.observe(metrics, self.step) and "train/plateau_step" not in self.history:
-            self.history["train/plateau_step"] = self.step
-            log.info("grpo: %s plateaued at step %d", self.plateau.metrics, self.step)
-
-    def final_metrics(self) -> dict[str, float]:
-        out = {k: float(v) for k, v in self.history.items() if v is not None}
-        out["train/steps"] = float(self.step)
-        out["perf/peak_rss_mb"] = peak_rss_mb()
-        for hook in self.hooks:
-            out.update(hook.final_metrics())
-        return out

@@ -1,7 +1,8 @@
 """What a GRPO checkpoint holds beside the weights, and how a resume restores it.
 
 The trainer state (`trainer_state.json`) holds the sampler and plateau detector, the metric
-history, the hooks' state (`extra_state`) and the run config; the hooks' files lie beside it.
+history, the hooks' state (`extra_state`) and the run config (`run_config`: the trainer's
+settings and the hooks'); the hooks' files lie beside it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,20 @@ from typing import Any
 from nudgekit.rl import runconfig
 
 log = logging.getLogger(__name__)
+
+
+def run_config(trainer: Any) -> dict[str, Any]:
+    """The settings that define `trainer`'s run: its own (`runconfig.grpo_config`) and each
+    hook's `run_config()` (recorded in checkpoints, checked on resume)."""
+    out = runconfig.grpo_config(trainer)
+    for hook in trainer.hooks:
+        out.update(hook.run_config())
+    return out
+
+
+def extra_state(trainer: Any) -> dict[str, Any]:
+    """The hooks' JSON-able state, saved as `extra_state` in every checkpoint."""
+    return {k: v for hook in trainer.hooks for k, v in hook.state_dict().items()}
 
 
 def save(trainer: Any) -> Path:
@@ -43,7 +58,7 @@ def load(trainer: Any, path: Path) -> None:
         recorded.get("config"), trainer.run_config(), trainer.resume_allow, path
     )
     for hook in trainer.hooks:
-        hook.before_resume(trainer, recorded)
+        hook.before_resume(trainer.context, recorded)
     state = trainer.checkpoints.load(path, trainer.backend)
     hparams = runconfig.optimizer_overrides(allowed)
     if hparams:  # loading the optimizer state restored the checkpoint's values
