@@ -19,21 +19,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from nudgekit.models import ChatPrompt, ModelSpec  # noqa: E402
-from nudgekit.rl import DeepSpeedBackend  # noqa: E402
 from tests.helpers.rl.build import make_trainer  # noqa: E402
 
 
 def main() -> None:
     model_dir, run_dir = sys.argv[1], sys.argv[2]
     torch.set_num_threads(1)
-    spec = ModelSpec(model_dir, dtype="bfloat16")
     trainer = make_trainer(
-        model_dir,
-        model=spec,
-        prompt=ChatPrompt(spec, template="tiny"),
-        backend=DeepSpeedBackend(zero_stage=2),
-        max_steps=1,
+        model_dir, "model.dtype=bfloat16", "trainer/deepspeed=zero2", max_steps=1
     )
     trainer.setup(run_dir)
     engine = trainer.backend.engine

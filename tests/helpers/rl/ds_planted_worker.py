@@ -13,7 +13,6 @@ Prints JSON lines: `{"step": ..., "lr": ...}` for that resume, then one
 
 from __future__ import annotations
 
-import functools
 import json
 import pickle
 import sys
@@ -23,10 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from nudgekit.rl import DeepSpeedBackend  # noqa: E402
 from tests.helpers.rl.build import make_trainer  # noqa: E402
 
 NEW_LR = 1e-3  # the checkpoint was trained with 3e-3
+ZERO2 = "trainer/deepspeed=zero2"
 
 
 class Planted:
@@ -54,7 +53,7 @@ def plant(checkpoint: Path, marker: Path) -> Path:
 
 
 def attempt(model_dir: str, run_dir: str, resume: str) -> dict:
-    trainer = make_trainer(model_dir, max_steps=1, backend=DeepSpeedBackend(2), resume=resume)
+    trainer = make_trainer(model_dir, ZERO2, max_steps=1, resume=resume)
     try:
         trainer.setup(run_dir)
         return {"resume": resume, "error": None, "type": None}
@@ -65,19 +64,18 @@ def attempt(model_dir: str, run_dir: str, resume: str) -> dict:
 def main() -> None:
     model_dir, run_dir, marker = sys.argv[1:4]
     torch.set_num_threads(1)
-    trainer = make_trainer(model_dir, max_steps=1, backend=DeepSpeedBackend(2))
+    trainer = make_trainer(model_dir, ZERO2, max_steps=1)
     trainer.setup(run_dir)
     trainer.train()
     trainer.cleanup()
     checkpoint = Path(run_dir) / "checkpoints" / "step-000001"
     # an intact checkpoint resumes, and an allowed new lr is what DeepSpeed's optimizer uses
-    optimizer = functools.partial(torch.optim.AdamW, lr=NEW_LR, weight_decay=0.0)
     resumed = make_trainer(
         model_dir,
+        ZERO2,
+        f"pipeline.optimizer.lr={NEW_LR}",
         max_steps=1,
-        backend=DeepSpeedBackend(2),
         resume="auto",
-        optimizer=optimizer,
         resume_allow=["optimizer.lr"],
     )
     resumed.setup(run_dir)

@@ -16,7 +16,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from nudgekit.rl import DeepSpeedBackend, TorchBackend  # noqa: E402
 from tests.helpers.rl.build import equivalence_kwargs, make_trainer  # noqa: E402
 
 
@@ -28,13 +27,13 @@ def main() -> None:
     parser.add_argument("--stage", type=int, default=0, help="0: plain torch")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if args.stage:
+    backend = [f"trainer/deepspeed=zero{args.stage}"] if args.stage else []  # 0: the torch default
+    if args.stage == 3:
         # persistence threshold 0: even tiny tensors are partitioned, so generation must gather
-        extra = {"zero_optimization": {"stage3_param_persistence_threshold": 0}}
-        backend = DeepSpeedBackend(args.stage, config=extra if args.stage == 3 else None)
-    else:
-        backend = TorchBackend()
-    trainer = make_trainer(args.model_dir, backend=backend, **equivalence_kwargs())
+        backend.append(
+            "+trainer.deepspeed.config.zero_optimization.stage3_param_persistence_threshold=0"
+        )
+    trainer = make_trainer(args.model_dir, *backend, **equivalence_kwargs())
     trainer.setup(args.run_dir)
     metrics = trainer.train()
     state = trainer.backend.full_state_dict()
