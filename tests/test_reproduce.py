@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -95,6 +96,9 @@ def test_keys_cover_the_composed_config_and_the_code(tmp_path):
 
     code = code_hash(tmp_path)
     assert code == Fingerprint(tmp_path).code
+    (tmp_path / "nudgekit" / "reproduce").mkdir()
+    (tmp_path / "nudgekit" / "reproduce" / "writer.py").write_text("Y = 1\n")
+    assert code_hash(tmp_path) == code  # the runner and its reports are not what a stage runs
     (tmp_path / "nudgekit" / "a.py").write_text("X = 2\n")
     new_code = code_hash(tmp_path)
     assert new_code != code
@@ -293,6 +297,7 @@ def test_writer_tables_from_run_dirs(tmp_path):
     from nudgekit.reproduce.writer import write_results
 
     st = build_stages("tiny")
+    st_by_name = {s.name: s for s in st}
     dirs = {s.name: tmp_path / s.name for s in st}
     for name in ("eval_base", *(f"eval_{n}" for n in dirs if n.startswith(("nurl_", "grpo_")))):
         c = 0.5 if "nurl" in name else 0.25
@@ -364,4 +369,7 @@ def test_writer_tables_from_run_dirs(tmp_path):
     assert "| 0.1 | 0.200 ± 1.271 (0.100, 0.300) | — | 0.300 ± 0.000 (0.300, 0.300) | — |" in nud
     assert "| 0.5 | 0.300 ± 1.271 (0.200, 0.400) |" in nud
     assert "nudging_tiny_s0`: no result (stage failed" in nud
+    # commands are shell-quoted: they run as printed (the shell keeps `${budget.zoo}` literal)
+    line = next(x for x in nud.splitlines() if "@${budget.zoo}-s1" in x and "sweep" not in x)
+    assert shlex.split(line.strip())[2:] == list(st_by_name["nudging_tiny_s1"].args)
     assert "| nudging strict | 0.750 |" in nud and "| nudger-only strict | 0.250 |" in nud

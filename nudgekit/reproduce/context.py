@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,8 @@ class Context:
         s = self.stage(name)
         if s is None:
             return ""
-        return "python run.py " + ("-m " if s.multirun else "") + " ".join(s.args)
+        # shell-quoted, so the line runs as printed (`[a,b]` and `${budget.zoo}` stay literal)
+        return "python run.py " + ("-m " if s.multirun else "") + " ".join(map(shlex.quote, s.args))
 
     def header(self, title: str) -> str:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -20,9 +20,11 @@ _REF = re.compile(r"\{run:([^}]+)\}")
 
 def code_hash(root: Path) -> str:
     """sha256 over every `*.py` of the `nudgekit` package under `root` and `root/run.py` (path
-    and bytes, in path order)."""
+    and bytes, in path order), except `nudgekit/reproduce/` itself: the stage runner and the
+    report writers never run inside a stage, so changing a report does not rerun the stages."""
     root = Path(root)
-    files = sorted((root / "nudgekit").rglob("*.py"))
+    own = root / "nudgekit" / "reproduce"
+    files = sorted(f for f in (root / "nudgekit").rglob("*.py") if own not in f.parents)
     files += [root / "run.py"] if (root / "run.py").is_file() else []
     h = hashlib.sha256()
     for f in files:
