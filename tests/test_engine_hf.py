@@ -162,6 +162,57 @@ def test_logprobs_match_teacher_forcing(engine, temperature):
             assert all(t >= x - 1e-6 for t, x in zip(s.top_logprobs, s.logprobs))
 
 
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_stop_when_ends_a_sample_as_a_prefix_of_the_whole_one(engine, temperature):
+    """A caller stop ends the sample after the token it was asked about: the same ids and
+    top-1 log-probs as the first tokens of the unstopped sample (one request: the same
+    forwards), finish reason "stop"; the callback sees the prompt ids and the tokens so far."""
+    req = GenerationRequest(PROMPTS[1], max_new_tokens=10, temperature=temperature, seed=5,
+                            top_logprobs=True, logprobs=True)  # fmt: skip
+    (whole,) = engine.generate([req])
+    full = whole.samples[0]
+    assert full.finish_reason == "length"
+    seen = []
+
+    def stop_when(index, prompt_ids, ids, top):
+        seen.append((index, list(prompt_ids), list(ids), list(top)))
+        return len(ids) == 4
+
+    (cut,) = engine.generate([req], stop_when=stop_when)
+    got = cut.samples[0]
+    assert (got.token_ids, got.finish_reason) == (full.token_ids[:4], "stop")
+    assert got.top_logprobs == full.top_logprobs[:4]  # bit for bit
+    assert got.logprobs == full.logprobs[:4]
+    assert got.text == engine.tokenizer.decode(got.token_ids, skip_special_tokens=True)
+    assert [(i, p, len(ids)) for i, p, ids, _ in seen] == [
+        (0, whole.prompt_ids, n) for n in (1, 2, 3, 4)
+    ]
+    assert seen[-1][2:] == (full.token_ids[:4], full.top_logprobs[:4])
+
+
+def test_stop_when_is_per_sample_and_never_asked_after_the_end(engine):
+    """In a batch, only the samples the caller stops end early; a sample that ends by its budget
+    or EOS is not asked about its last token."""
+    reqs = [GenerationRequest(p, n=2, max_new_tokens=6, seed=i) for i, p in enumerate(PROMPTS)]
+    whole = engine.generate(reqs)
+    asked = []
+
+    def stop_when(index, prompt_ids, ids, top):
+        asked.append((index, tuple(ids)))
+        return index == 1 and len(ids) == 2
+
+    cut = engine.generate(reqs, stop_when=stop_when)
+    for i, (a, b) in enumerate(zip(whole, cut)):
+        for x, y in zip(a.samples, b.samples):
+            if i == 1:
+                assert (y.token_ids, y.finish_reason) == (x.token_ids[:2], "stop")
+            else:
+                assert (y.token_ids, y.finish_reason) == (x.token_ids, x.finish_reason)
+    ended = {(i, tuple(s.token_ids)) for i, r in enumerate(whole) if i != 1 for s in r.samples}
+    assert not ended & set(asked)  # the last token of a finished sample is never asked about
+    assert max(len(ids) for i, ids in asked if i == 1) == 2
+
+
 @pytest.mark.parametrize("fixture", ["tiny_qwen_dir", "tiny_llama_dir"])
 def test_greedy_matches_hf_generate_with_left_padding(fixture, request):
     path = request.getfixturevalue(fixture)

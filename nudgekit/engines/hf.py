@@ -10,6 +10,12 @@ How it departs from `model.generate(num_return_sequences=n)`:
   cache) once a quarter of the batch is done.
 - **Per-row randomness.** Sample `j` of a request with seed `s` draws its uniforms from its own
   generator seeded with `derive_seed(s, j)`, and tokens come from inverse-CDF sampling.
+- **Caller stops** (`generate(..., stop_when=...)`). A caller that needs a sample only up to a
+  point it can recognise (the nudging decoders' base probes and chunks) is asked after every
+  token and ends the sample there, so the steps it would throw away are never computed. A
+  stopped sample is exactly the first tokens of the unstopped one when nothing else changes in
+  its batch (one request: the same forwards, in the same order); in a batch, a stopped row
+  leaves like a finished one.
 
 Reproducibility guarantee: the same requests with the same seeds on the same machine, dtype and
 `max_batch_size` give identical samples. A sample does not depend on the other requests in the
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +44,8 @@ from nudgekit.inference.kvstore import AppendCache
 
 # (request index, first sample index, number of samples) of one micro-batch entry.
 _Entry = tuple[int, int, int]
+# `stop_when(request index, prompt ids, token ids so far, their top-1 log-probs)`: end the sample
+StopWhen = Callable[[int, list[int], list[int], list[float]], bool]
 _EOS, _STOP, _LENGTH = 1, 2, 3
 _REASONS = {_EOS: "eos", _STOP: "stop", _LENGTH: "length"}
 
@@ -170,8 +178,17 @@ class HFEngine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        """Sample `request.n` completions for every request (see the module docstring)."""
+    def generate(
+        self, requests: list[GenerationRequest], stop_when: StopWhen | None = None
+    ) -> list[GenerationResult]:
+        """Sample `request.n` completions for every request (see the module docstring).
+
+        `stop_when(index, prompt_ids, token_ids, top_logprobs)` is called after every token
+        that does not already end its sample (no EOS, stop string or exhausted budget), for
+        each sample of request `index`, with the sample's tokens so far and the top-1 log-probs
+        at their positions (kept whether or not the request asks for them); True ends the sample
+        after that token with `finish_reason="stop"` (its text is not cut).
+        """
         prompts = [self._prompt_ids(i, r) for i, r in enumerate(requests)]
         seeds = [
             r.seed if r.seed is not None else int(torch.randint(0, 2**62, ()).item())
@@ -188,7 +205,7 @@ class HFEngine:
         self._lean = self._lean_forward()
         try:
             for batch in tqdm(batches, desc="hf generate", disable=not self.progress):
-                self._run_batch(batch, requests, prompts, seeds, samples)
+                self._run_batch(batch, requests, prompts, seeds, samples, stop_when)
         finally:
             self.model.train(was_training)
         return [
@@ -223,7 +240,7 @@ class HFEngine:
         return request_prompt_ids(index, req, self.tokenizer, self._start, vocab)
 
     @torch.inference_mode()
-    def _run_batch(self, batch, requests, prompts, seeds, samples) -> None:
+    def _run_batch(self, batch, requests, prompts, seeds, samples, stop_when=None) -> None:
         reqs = [requests[r] for r, _, _ in batch]
         counts = torch.tensor([c for _, _, c in batch])
         rows = torch.repeat_interleave(torch.arange(len(batch)), counts)  # prompt of each row
@@ -241,7 +258,11 @@ class HFEngine:
             cache, logits, mask, last_pos = self._prefill(per_row, append)
             rows = torch.arange(len(rows), device=self.device)
         row_seeds = [derive_seed(seeds[r], s + k) for r, s, c in batch for k in range(c)]
-        out = self._decode(cache, logits[rows], mask[rows], last_pos[rows], row_reqs, row_seeds)
+        owners = [(r, prompts[r]) for r, _, c in batch for _ in range(c)]
+        out = self._decode(
+            cache, logits[rows], mask[rows], last_pos[rows], row_reqs, row_seeds,
+            (stop_when, owners) if stop_when is not None else None,
+        )  # fmt: skip
         row = 0
         for (r, start, count), req in zip(batch, reqs):
             for k in range(count):
@@ -264,8 +285,9 @@ class HFEngine:
         cache = AppendCache(len(prompts)) if append else DynamicCache(config=self._core.config)
         return cache, self._forward(ids, mask, pos, cache), mask, pos[:, -1]
 
-    def _decode(self, cache, logits, mask, last_pos, row_reqs, row_seeds) -> _Rows:
-        """Sample until every row hits EOS, a stop string or its token budget."""
+    def _decode(self, cache, logits, mask, last_pos, row_reqs, row_seeds, caller=None) -> _Rows:
+        """Sample until every row hits EOS, a stop string, its token budget or `caller`'s stop
+        (`(stop_when, (request index, prompt ids) per row)`)."""
         dev = self.device
         n_rows = len(row_reqs)
         budget = torch.tensor([r.max_new_tokens for r in row_reqs], device=dev)
@@ -279,7 +301,7 @@ class HFEngine:
         wanted = [(out.tokens, 0)]
         if any(r.logprobs for r in row_reqs):
             wanted.append((out.logprobs, 1))
-        if any(r.top_logprobs for r in row_reqs):
+        if caller is not None or any(r.top_logprobs for r in row_reqs):
             wanted += [(out.top_ids, 2), (out.top_logprobs, 3)]
         stop_rows = {i for i, r in enumerate(row_reqs) if r.stop}
         active = torch.arange(n_rows, device=dev)  # original row of each batch row
@@ -296,6 +318,8 @@ class HFEngine:
             code = torch.where((code == 0) & (budget[live] <= step + 1), _LENGTH, code)
             if stop_rows:
                 code = self._check_stops(out, live, code, row_reqs, stop_rows)
+            if caller is not None:
+                code = self._ask_caller(out, live, code, *caller)
             out.reasons[live] = code
             if full:
                 alive = code == 0
@@ -330,6 +354,19 @@ class HFEngine:
             tail = self._decode_text(out.tokens[row, max(0, n - window) : n].tolist())
             if any(s in tail for s in stops):
                 codes[j] = _STOP
+        return torch.tensor(codes, dtype=code.dtype, device=code.device)
+
+    @staticmethod
+    def _ask_caller(out: _Rows, live, code, stop_when: StopWhen, owners) -> torch.Tensor:
+        """Set `_STOP` for live rows still running whose caller says `stop_when`."""
+        codes = code.tolist()
+        for j, row in enumerate(live.tolist()):
+            if codes[j] == 0:
+                n = int(out.lengths[row])
+                index, prompt = owners[row]
+                ids, top = out.tokens[row, :n].tolist(), out.top_logprobs[row, :n].tolist()
+                if stop_when(index, prompt, ids, top):
+                    codes[j] = _STOP
         return torch.tensor(codes, dtype=code.dtype, device=code.device)
 
     def _to_sample(self, out: _Rows, row: int, req: GenerationRequest) -> Sample:
