@@ -86,6 +86,8 @@ def test_cached_decoder_equals_chunked_reference(lms, arch):
     assert min(len(encode(base.tokenizer, p)) for p in pb) > 2 * WINDOW
     kw = dict(gamma=0.6, chunk_tokens=6, max_new_tokens=32)
     ref = ChunkedNudgingDecoder(base, nudger, **kw).decode(pb, pn)
+    # its lazy base calls (the default) decide as whole K-token calls do
+    assert ChunkedNudgingDecoder(base, nudger, lazy=False, **kw).decode(pb, pn) == ref
     for batch in (3, 1):
         cached = CachedNudgingDecoder(base, nudger, batch_size=batch, **kw).decode(pb, pn)
         assert [o.text for o in cached] == [o.text for o in ref], batch

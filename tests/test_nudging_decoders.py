@@ -118,6 +118,24 @@ def test_sampling_mode_is_seeded_and_batch_invariant(lms):
     )
 
 
+@pytest.mark.parametrize("kind", ["cross", "same"])
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_lazy_reference_decides_as_whole_chunks(lms, kind, temperature):
+    """The chunked reference's lazy base calls (stopped once the rest of a chunk cannot change
+    a decision) give exactly the outputs of whole K-token calls, from fewer generated tokens."""
+    base, nudging = pair(lms, kind)
+    pb, pn = prompts(nudging, 8)
+    kw = dict(SETTINGS[kind], chunk_tokens=8, max_new_tokens=32, seed=3,
+              base_temperature=temperature, nudging_temperature=temperature)  # fmt: skip
+    eager = ChunkedNudgingDecoder(base, nudging, lazy=False, **kw)
+    lazy = ChunkedNudgingDecoder(base, nudging, **kw)
+    whole, cut = eager.decode(pb, pn), lazy.decode(pb, pn)
+    assert whole == cut  # text, spans, stop reason, rounds, token counts
+    assert lazy.calls == eager.calls and lazy.tokens < eager.tokens
+    shares = [o.nudge_tokens / max(1, o.nudge_tokens + o.base_tokens) for o in whole]
+    assert 0.05 < sum(shares) / len(shares) < 0.95  # both models wrote
+
+
 # ---------------------------------------------------------------- the KV cache itself
 
 

@@ -23,6 +23,16 @@ not" by its probability only, and a takeover by it ends the round (the reference
 branch); probes run one engine call each, in order, stopping at the first takeover (as the
 reference does). Engines must return top-1 log-probs (`GenerationRequest.top_logprobs`).
 
+Lazy base calls (`lazy`, engines whose `generate` takes `stop_when`: the hf engine). The
+reference generates every base call's whole K-token chunk, but reads most of it only sometimes:
+a probe's tokens after the first only when it takes over, and a chunk's tokens after its first
+one below gamma only for the "chunk already written" rule. A lazy call stops as soon as the rest
+of its chunk can no longer change any decision (a probe that does not take over after its first
+token; a chunk once it holds a token below gamma and its text is not in what the base just
+wrote; a takeover whose completion gets no budget after its first token), so it decides exactly
+as the whole chunk would, from the same forwards (a stopped call is the start of the whole one).
+Nudging drafts are always whole.
+
 Concurrency: like the reference's driver (a thread pool over two servers), up to `concurrency`
 questions run at once, each in its own thread, when an engine can serve concurrent calls (an
 `OpenAIEngine`, or any engine with `thread_safe = True`); calls to other engines (hf, vLLM
@@ -35,10 +45,12 @@ questions still running raise at their next call and the failure is raised.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from nudgekit.engines.base import Engine, GenerationRequest
@@ -52,7 +64,7 @@ from nudgekit.nudging.rules import (
     base_takes_over,
     is_repetition,
 )
-from nudgekit.nudging.text import encode, pieces
+from nudgekit.nudging.text import PieceStream, encode, pieces
 
 
 class ChunkedNudgingDecoder:
@@ -73,6 +85,8 @@ class ChunkedNudgingDecoder:
         base_tokenizer: overrides `base.tokenizer`.
         nudging_tokenizer: overrides `nudging.tokenizer`.
         concurrency: most questions in flight at once (threads; see module docstring).
+        lazy: stop base calls once the rest of their chunk cannot change a decision (see the
+            module docstring; engines without `stop_when` always generate whole chunks).
     """
 
     def __init__(
@@ -90,6 +104,7 @@ class ChunkedNudgingDecoder:
         base_tokenizer: Any = None,
         nudging_tokenizer: Any = None,
         concurrency: int = 16,
+        lazy: bool = True,
     ) -> None:
         check_settings(gamma, chunk_tokens, max_new_tokens, max_rounds)
         if concurrency < 1:
@@ -100,8 +115,9 @@ class ChunkedNudgingDecoder:
         self.gamma, self.k = gamma, chunk_tokens
         self.max_new_tokens, self.max_rounds = max_new_tokens, max_rounds
         self.base_t, self.nudging_t, self.top_p = base_temperature, nudging_temperature, top_p
-        self.seed = seed
+        self.seed, self.lazy = seed, lazy
         self.calls = 0  # engine calls made (for benchmarks)
+        self.tokens = 0  # tokens those calls generated (for benchmarks)
         # engines that cannot serve concurrent calls get a lock (one per engine object)
         self._locks = {id(e): threading.Lock() for e in (base, nudging) if not thread_safe(e)}
         parallel = len(self._locks) < len({id(base), id(nudging)})
@@ -153,7 +169,8 @@ class ChunkedNudgingDecoder:
             takeover, probe = None, None
             for j in words.probe_points():
                 text = base_prompt + out.text + words.text_before(j)
-                probe = self._complete(self.base, text, (index, next(seeds)))
+                until = self._probe_until(words, j, out.text, repeats)
+                probe = self._complete(self.base, text, (index, next(seeds)), until)
                 if base_takes_over(
                     words.next_word(j), probe.first_text, probe.probs[0], self.gamma
                 ):
@@ -178,8 +195,9 @@ class ChunkedNudgingDecoder:
         uncertain = False
         while self.count(written) < budget and not uncertain:
             if not first:
+                until = partial(_chunk_decided, gamma=self.gamma, written=written)
                 chunk = self._complete(
-                    self.base, base_prompt + output + written, (index, next(seeds))
+                    self.base, base_prompt + output + written, (index, next(seeds)), until
                 )
             if chunk.text in written:  # the chunk only repeats what the base just wrote
                 break
@@ -192,8 +210,32 @@ class ChunkedNudgingDecoder:
             first = False
         return written
 
-    def _complete(self, engine: Engine, prompt: str, key: tuple[int, int]) -> Chunk:
-        """`chunk_tokens` tokens from one engine call, with top-1 probabilities."""
+    def _probe_until(self, words: Draft, j: int, output: str, repeats: RepeatState):
+        """When a probe at word `j` has shown all that its chunk can decide (`Chunk` so far ->
+        stop): no takeover after its first token; after a takeover, what `_base_completion`
+        reads of its tail (nothing when the round stops or no budget is left)."""
+
+        def until(chunk: Chunk) -> bool:
+            if len(chunk.pieces) == 1:
+                first = chunk.first_text
+                if not base_takes_over(words.next_word(j), first, chunk.probs[0], self.gamma):
+                    return True
+                kept = words.text_before(j)
+                spent = self.count(first) >= self.max_new_tokens - self.count(output + kept)
+                return spent or repeats.update(kept)[1]
+            return _chunk_decided(chunk.tail(), self.gamma, chunk.first_text)
+
+        return until
+
+    def _complete(
+        self,
+        engine: Engine,
+        prompt: str,
+        key: tuple[int, int],
+        until: Callable[[Chunk], bool] | None = None,
+    ) -> Chunk:
+        """`chunk_tokens` tokens from one engine call, with top-1 probabilities; with `lazy`
+        and an engine that takes `stop_when`, only until `until(chunk so far)` says so."""
         is_base = engine is self.base
         tok = self.base_tok if is_base else self.nudging_tok
         request = GenerationRequest(
@@ -207,11 +249,15 @@ class ChunkedNudgingDecoder:
         )
         if self._failed.is_set():
             raise _Stopped
+        lazy = {}
+        if until is not None and self.lazy and takes_stop_when(engine):
+            lazy["stop_when"] = _Watch(tok, until)
         with self._locks.get(id(engine)) or contextlib.nullcontext():
-            result = engine.generate([request])[0]
+            result = engine.generate([request], **lazy)[0]
+        sample = result.samples[0]
         with self._count_lock:
             self.calls += 1
-        sample = result.samples[0]
+            self.tokens += len(sample.token_ids)
         if sample.top_logprobs is None:
             raise NudgekitError("nudging: the engine returned no top-1 log-probs")
         ids = list(sample.token_ids)
@@ -220,6 +266,37 @@ class ChunkedNudgingDecoder:
             ids = ids[:-1]
         probs = tuple(math.exp(lp) for lp in sample.top_logprobs)
         return Chunk(tuple(pieces(tok, result.prompt_ids, ids)), probs, eos)
+
+
+def _chunk_decided(chunk: Chunk, gamma: float, written: str) -> bool:
+    """A base chunk's remaining tokens cannot change `_base_completion`'s reading of it: it holds
+    a token below `gamma` (the cut is known) and its text is not in `written` (nor will any
+    longer text be, so the "chunk already written" rule is decided too)."""
+    return min(chunk.probs) < gamma and chunk.text not in written
+
+
+class _Watch:
+    """`stop_when` for one engine call: the chunk so far (pieces decoded as they come) -> `until`."""
+
+    def __init__(self, tokenizer: Any, until: Callable[[Chunk], bool]) -> None:
+        self.tokenizer, self.until = tokenizer, until
+        self.stream: PieceStream | None = None
+        self.pieces: list[str] = []
+
+    def __call__(self, index: int, prompt_ids: list[int], ids: list[int], top: list[float]) -> bool:
+        if self.stream is None:
+            self.stream = PieceStream(self.tokenizer, prompt_ids)
+        self.pieces += [self.stream.add(t) for t in ids[len(self.pieces) :]]
+        probs = tuple(math.exp(lp) for lp in top)
+        return self.until(Chunk(tuple(self.pieces), probs, eos=False))
+
+
+def takes_stop_when(engine: Any) -> bool:
+    """Whether `engine.generate` takes `stop_when` (ends a sample when the caller says so)."""
+    try:
+        return "stop_when" in inspect.signature(engine.generate).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def thread_safe(engine: Any) -> bool:
