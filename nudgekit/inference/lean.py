@@ -26,6 +26,11 @@ import torch
 import torch.nn.functional as F
 
 SUPPORTED = ("llama", "qwen2")
+# SDPA reads grouped key/value heads in place (`enable_gqa`, torch >= 2.5) for blocks of at most
+# this many queries: bit-identical to repeating them on a CPU, and faster there for decode
+# steps, slower for long prefills
+GQA_QUERIES = 16
+_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -161,10 +166,16 @@ class LeanForward:
             if bmm:
                 out = decode_attention(q, k, v, bias, L.scaling)
             else:
-                if q.shape[1] != k.shape[1]:  # grouped-query attention (torch 2.4: no enable_gqa)
-                    rep = q.shape[1] // k.shape[1]
-                    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=L.scaling)
+                gqa = {}
+                if q.shape[1] != k.shape[1]:  # grouped-query attention
+                    if m <= GQA_QUERIES and _GQA and q.device.type == "cpu":
+                        gqa["enable_gqa"] = True  # the same numbers, no copies of k and v
+                    else:
+                        rep = q.shape[1] // k.shape[1]
+                        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+                out = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, scale=L.scaling, **gqa
+                )
             h = h + F.linear(out.transpose(1, 2).reshape(b, m, -1), L.o, L.o_bias)
             x = _rms(h, L.ln2, eps)
             gate = act(F.linear(x, L.gate, L.gate_bias))
