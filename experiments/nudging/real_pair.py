@@ -6,7 +6,9 @@ the chunked reference decoder (`--decoder chunked`, one question at a time), or 
 prompts of `conf/experiment/nudging_gemma3_smollm2.yaml` (`NudgingPrompt`, template gsm8k), and
 appends one JSON line per problem to `--out` as soon as its batch is done, so a run stopped at a
 time limit keeps what it finished. `--compare a.jsonl b.jsonl` prints the exact text match of two
-such files over the problems both hold, with accuracy and nudged-token share:
+such files over the problems both hold, the match of whole rows (text, spans, stop reason,
+rounds, token counts; rows written before spans were recorded compare without them), with
+accuracy and nudged-token share:
 
     OMP_NUM_THREADS=1 python experiments/nudging/real_pair.py --decoder cached --out c.jsonl
     OMP_NUM_THREADS=1 python experiments/nudging/real_pair.py --decoder chunked --out r.jsonl
@@ -66,6 +68,7 @@ def decode(args: argparse.Namespace) -> None:
                     "base_tokens": o.base_tokens,
                     "stop_reason": o.stop_reason,
                     "rounds": o.rounds,
+                    "spans": [[s.start, s.end, s.source] for s in o.spans],
                     "seconds": round(seconds, 2),
                 }
                 sink.write(json.dumps(row) + "\n")
@@ -97,6 +100,8 @@ def compare(a: str, b: str) -> None:
     both = [i for i in rows_a if i in rows_b]
     same = sum(rows_a[i]["text"] == rows_b[i]["text"] for i in both)
     print(f"exact text match: {same}/{len(both)}")
+    whole = sum(_outcome(rows_a[i], rows_b[i]) == _outcome(rows_b[i], rows_a[i]) for i in both)
+    print(f"identical rows (text, spans, stop reason, rounds, token counts): {whole}/{len(both)}")
     for name, rows in ((a, rows_a), (b, rows_b)):
         rs = [rows[i] for i in both]
         nudge = sum(r["nudge_tokens"] for r in rs)
@@ -106,6 +111,12 @@ def compare(a: str, b: str) -> None:
         print(
             f"{name}: accuracy {acc:.3f}, nudged-token share {nudge / max(total, 1):.3f}, {secs:.0f} s"
         )
+
+
+def _outcome(row: dict, other: dict) -> dict:
+    """A row without its timing (and without spans unless both rows have them)."""
+    skip = {"seconds"} | ({"spans"} if "spans" not in other else set())
+    return {k: v for k, v in row.items() if k not in skip}
 
 
 def main() -> None:
