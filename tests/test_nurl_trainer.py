@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers.rl.build import grouped
+from helpers.rl.build import make_trainer
 
 import nudgekit.nurl
 from nudgekit.data.problem import Problem
@@ -113,15 +113,14 @@ SCHEDULE = (
 def make_nurl(
     model_dir: Path, schedule_type: type[NuRLSchedule] = NuRLSchedule, **overrides: Any
 ) -> GRPOTrainer:
-    """A GRPO trainer with NuRL's schedule; schedule arguments go to `schedule_type`."""
-    spec = ModelSpec(str(model_dir))
+    """The composed GRPO trainer (`helpers.rl.build.make_trainer`) with NuRL's schedule; schedule
+    arguments go to `schedule_type`, the rest to `make_trainer`."""
     kwargs: dict[str, Any] = dict(
-        model=spec,
         train_problems=[A, B],
         verifier=load_verifier("tiny"),
-        prompt=ChatPrompt(spec, template="tiny"),
         engine=functools.partial(HFEngine, max_batch_size=64),
         optimizer=functools.partial(torch.optim.AdamW, lr=1e-4, weight_decay=0.0),
+        lr_scheduler=None,
         prompts_per_step=2,
         group_size=G,
         max_new_tokens=12,
@@ -138,7 +137,7 @@ def make_nurl(
     )
     kwargs.update(overrides)
     schedule = schedule_type(**{k: kwargs.pop(k) for k in SCHEDULE if k in kwargs})
-    return GRPOTrainer(**grouped(kwargs), schedule=schedule)
+    return make_trainer(str(model_dir), schedule=schedule, **kwargs)
 
 
 @pytest.fixture(scope="module")

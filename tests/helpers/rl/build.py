@@ -20,11 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from nudgekit.rl import (
-    Checkpoint,
     GRPOTrainer,
-    Sampling,
-    Update,
-    Validation,
 )
 from nudgekit.runtime import check_config, find_user_error
 
@@ -32,7 +28,6 @@ from ..config import apply_overrides, compose_cfg, override
 from .rewards import char_parity
 
 # the tests' compact spelling of the grouped settings: `flat name -> (node, field)`
-NODES = {"sampling": Sampling, "update": Update, "validation": Validation, "checkpoint": Checkpoint}
 FLAT = {
     **{
         k: ("sampling", k) for k in ("group_size", "max_new_tokens", "temperature", "top_p", "stop")
@@ -60,22 +55,6 @@ FLAT = {
     "checkpoint_weights_only": ("checkpoint", "weights_only"),
     "checkpoint_dir": ("checkpoint", "dir"),
 }
-
-
-def grouped(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """`GRPOTrainer` arguments from flat test kwargs: flat setting names go into their nodes (for
-    tests that build a trainer by hand rather than with `make_trainer`)."""
-    out: dict[str, Any] = {}
-    fields: dict[str, dict[str, Any]] = {}
-    for key, value in kwargs.items():
-        if key in FLAT:
-            node, name = FLAT[key]
-            fields.setdefault(node, {})[name] = value
-        else:
-            out[key] = value
-    for node, values in fields.items():
-        out[node] = NODES[node](**values)
-    return out
 
 
 # GRPOTrainer settings that sit directly under `pipeline` (the rest of its arguments are components)
