@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from nudgekit.engines import Engine, GenerationRequest, HFEngine
-from nudgekit.engines.hf import decode_continuation, plan_micro_batches
+from nudgekit.engines.hf import plan_micro_batches
 from nudgekit.engines.sampling import top_p_filter
+from nudgekit.engines.tokens import decode_continuation
 from nudgekit.errors import NudgekitError
 from nudgekit.inference.kvstore import AppendCache
 from nudgekit.models import load_model, load_tokenizer

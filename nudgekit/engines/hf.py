@@ -38,7 +38,13 @@ import torch
 
 from nudgekit.engines.base import GenerationRequest, GenerationResult, Sample
 from nudgekit.engines.sampling import derive_seed, row_uniforms, sample_step
-from nudgekit.engines.tokens import request_prompt_ids, start_ids
+from nudgekit.engines.tokens import (
+    decode_continuation,
+    default_eos_ids,
+    pad_id,
+    request_prompt_ids,
+    start_ids,
+)
 from nudgekit.errors import NudgekitError
 from nudgekit.inference.kvstore import AppendCache
 
@@ -166,8 +172,8 @@ class HFEngine:
         self.share_prefix = share_prefix
         self.lean, self.bmm_decode_rows = lean, bmm_decode_rows
         self._lean = None  # the LeanForward of the current generate call, if any
-        self.eos_token_ids = sorted(set(eos_token_ids or _default_eos_ids(self._core, tokenizer)))
-        self.pad_id = _pad_id(tokenizer, self.eos_token_ids)
+        self.eos_token_ids = sorted(set(eos_token_ids or default_eos_ids(self._core, tokenizer)))
+        self.pad_id = pad_id(tokenizer, self.eos_token_ids)
         self._anchor = list(tokenizer("a", add_special_tokens=False).input_ids)
         # transformers 5.x renamed `past_key_values` to `cache`; accept either version.
         params = inspect.signature(self._core.forward).parameters
@@ -386,38 +392,3 @@ class HFEngine:
 
     def _decode_text(self, ids: list[int]) -> str:
         return decode_continuation(self.tokenizer, ids, self._anchor)
-
-
-def decode_continuation(tokenizer: Any, ids: list[int], anchor: list[int]) -> str:
-    """Text of `ids` as it reads *after* other text, special tokens skipped.
-
-    Decoding a completion on its own loses a SentencePiece word-start space (`▁there` decodes to
-    "there" at the start of a string), so the completion is decoded behind a plain `anchor`
-    token and the anchor's own text is cut off. Falls back to the plain decode when the anchor's
-    text is not a prefix (a tokenizer that merges across the boundary).
-    """
-    if anchor:
-        head = tokenizer.decode(anchor, skip_special_tokens=True)
-        full = tokenizer.decode(anchor + ids, skip_special_tokens=True)
-        if head and full.startswith(head):
-            return full[len(head) :]
-    return tokenizer.decode(ids, skip_special_tokens=True)
-
-
-def _default_eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids: list[int] = []
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for source in (gen_eos, tokenizer.eos_token_id):
-        if source is not None:
-            ids.extend(source if isinstance(source, (list, tuple)) else [source])
-    if not ids:
-        raise NudgekitError(
-            "hf engine: model and tokenizer define no EOS token (eos_token_ids=...)"
-        )
-    return ids
-
-
-def _pad_id(tokenizer: Any, eos_ids: list[int]) -> int:
-    # Padded positions are masked out, so any valid id works; prefer the tokenizer's own.
-    pad = tokenizer.pad_token_id
-    return int(pad) if pad is not None else int(eos_ids[0])

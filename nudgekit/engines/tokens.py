@@ -1,4 +1,5 @@
-"""Prompt text -> token ids as the model's tokenizer asks: its start tokens (BOS), once.
+"""Token-level helpers of the engines: prompt text -> token ids as the model's tokenizer asks
+(its start tokens (BOS), once), completion ids -> text in context, EOS and padding ids.
 
 Chat templates of some models write the BOS into the prompt text (Llama-2/3, Gemma); base prompts
 are plain text, and a model like Gemma reads badly without its BOS. So every prompt is encoded
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+from nudgekit.errors import NudgekitError
 
 
 def start_ids(tokenizer: Any) -> list[int]:
@@ -79,3 +82,40 @@ def request_prompt_ids(
     if not ids:
         raise NudgekitError(f"{where}: empty prompt")
     return list(ids)
+
+
+def decode_continuation(tokenizer: Any, ids: list[int], anchor: list[int]) -> str:
+    """Text of `ids` as it reads *after* other text, special tokens skipped.
+
+    Decoding a completion on its own loses a SentencePiece word-start space (`▁there` decodes to
+    "there" at the start of a string), so the completion is decoded behind a plain `anchor`
+    token and the anchor's own text is cut off. Falls back to the plain decode when the anchor's
+    text is not a prefix (a tokenizer that merges across the boundary).
+    """
+    if anchor:
+        head = tokenizer.decode(anchor, skip_special_tokens=True)
+        full = tokenizer.decode(anchor + ids, skip_special_tokens=True)
+        if head and full.startswith(head):
+            return full[len(head) :]
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def default_eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The EOS ids of the model's generation config and of the tokenizer (an error if none)."""
+    ids: list[int] = []
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for source in (gen_eos, tokenizer.eos_token_id):
+        if source is not None:
+            ids.extend(source if isinstance(source, (list, tuple)) else [source])
+    if not ids:
+        raise NudgekitError(
+            "hf engine: model and tokenizer define no EOS token (eos_token_ids=...)"
+        )
+    return ids
+
+
+def pad_id(tokenizer: Any, eos_ids: list[int]) -> int:
+    """The padding id: the tokenizer's own, else the first EOS (padded positions are masked
+    out, so any valid id works)."""
+    pad = tokenizer.pad_token_id
+    return int(pad) if pad is not None else int(eos_ids[0])

@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from nudgekit.engines.base import GenerationRequest, GenerationResult, Sample
-from nudgekit.engines.tokens import request_prompt_ids, start_ids
+from nudgekit.engines.tokens import decode_continuation, request_prompt_ids, start_ids
 from nudgekit.errors import NudgekitError
 
 MISSING = (
@@ -311,8 +311,6 @@ def _sample(out: Any, req: GenerationRequest, tokenizer: Any, anchor: list[int])
     vLLM's own text holds back a trailing incomplete UTF-8 character, where `hf` shows U+FFFD,
     so the text is rebuilt from the ids: EOS dropped, cut before the first stop string.
     """
-    from nudgekit.engines.hf import decode_continuation
-
     ids = list(out.token_ids)
     if out.finish_reason == "length":
         reason = "length"
