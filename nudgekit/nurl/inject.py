@@ -166,75 +166,57 @@ class HintInjector:
         }
         regen, original = last["regenerated"], last["original"]
         statuses = [d.status for d in last["decisions"]]
-        sums = comm.all_reduce_sum(
-            [
-                last["before"][0],
-                last["before"][1],
-                last["after"][0],
-                last["after"][1],
-                sum(rate == 0.0 for rate in last["rates"].values()),
-                last["wanted"],
-                statuses.count("hinted"),
-                statuses.count("no_hint"),
-                statuses.count("too_long"),
-                len(regen),
-                sum(r.reward >= self.success for r in regen),
-                sum(len(r.completion_ids) for r in regen),
-                lifted_groups(regen, self.success),
-                len(original),
-                sum(original),
-                sum(x * x for x in original),
-            ]
-        )
-        (
-            zb,
-            groups,
-            za,
-            groups_after,
-            zero_pass,
-            wanted,
-            hinted,
-            no_hint,
-            too_long,
-            n_regen,
-            regen_ok,
-            regen_tokens,
-            lifted,
-            n_orig,
-            orig_sum,
-            orig_sq,
-        ) = sums
+        local = {
+            "zb": last["before"][0],
+            "groups": last["before"][1],
+            "za": last["after"][0],
+            "groups_after": last["after"][1],
+            "zero_pass": sum(rate == 0.0 for rate in last["rates"].values()),
+            "wanted": last["wanted"],
+            "hinted": statuses.count("hinted"),
+            "no_hint": statuses.count("no_hint"),
+            "too_long": statuses.count("too_long"),
+            "n_regen": len(regen),
+            "regen_ok": sum(r.reward >= self.success for r in regen),
+            "regen_tokens": sum(len(r.completion_ids) for r in regen),
+            "lifted": lifted_groups(regen, self.success),
+            "n_orig": len(original),
+            "orig_sum": sum(original),
+            "orig_sq": sum(x * x for x in original),
+        }
+        # one reduction over all ranks; `t` holds the totals by name
+        t = dict(zip(local, comm.all_reduce_sum(list(local.values())), strict=True))
         gathered = comm.all_gather_object(
             ([r.advantage for r in regen], last["seconds"], last["decisions"])
         )
         adv = [a for g in gathered for a in g[0]]
-        before = zb / groups if groups else 0.0
-        after = za / groups_after if groups_after else 0.0
+        before = t["zb"] / t["groups"] if t["groups"] else 0.0
+        after = t["za"] / t["groups_after"] if t["groups_after"] else 0.0
         metrics = {
             "nurl/enabled": float(self.enabled),
-            "nurl/groups_zero_pass": zero_pass,
-            "nurl/groups_gated": wanted,
-            "nurl/groups_hinted": hinted,
-            "nurl/groups_lifted": lifted,
-            "nurl/groups_no_hint": no_hint,
-            "nurl/groups_too_long": too_long,
+            "nurl/groups_zero_pass": t["zero_pass"],
+            "nurl/groups_gated": t["wanted"],
+            "nurl/groups_hinted": t["hinted"],
+            "nurl/groups_lifted": t["lifted"],
+            "nurl/groups_no_hint": t["no_hint"],
+            "nurl/groups_too_long": t["too_long"],
             "nurl/frac_reward_zero_std_before": before,
             "nurl/frac_reward_zero_std_after": after,
             # learning signal: groups whose rewards are not all equal, among the G original
             # rollouts (comparable with plain GRPO) and after the hinted ones were merged in
-            "nurl/signal_unhinted": 1.0 - before if groups else 0.0,
-            "nurl/signal_mixed": 1.0 - after if groups_after else 0.0,
-            "nurl/regen_rollouts": n_regen,
-            "nurl/regen_tokens": regen_tokens,
+            "nurl/signal_unhinted": 1.0 - before if t["groups"] else 0.0,
+            "nurl/signal_mixed": 1.0 - after if t["groups_after"] else 0.0,
+            "nurl/regen_rollouts": t["n_regen"],
+            "nurl/regen_tokens": t["regen_tokens"],
             "nurl/regen_s": max(g[1] for g in gathered),
         }
-        if n_orig:
-            mean = orig_sum / n_orig
-            var = (orig_sq - n_orig * mean * mean) / (n_orig - 1) if n_orig > 1 else 0.0
+        if n := t["n_orig"]:
+            mean = t["orig_sum"] / n
+            var = (t["orig_sq"] - n * mean * mean) / (n - 1) if n > 1 else 0.0
             metrics["nurl/reward_original"] = mean
             metrics["nurl/reward_std_original"] = max(var, 0.0) ** 0.5
-        if n_regen:  # nothing regenerated: no hinted pass rate or advantages to report
-            metrics["nurl/hinted_pass_rate"] = regen_ok / n_regen
+        if t["n_regen"]:  # nothing regenerated: no hinted pass rate or advantages to report
+            metrics["nurl/hinted_pass_rate"] = t["regen_ok"] / t["n_regen"]
             metrics.update(distribution("nurl/hinted_adv", adv))
         return metrics, [d for g in gathered for d in g[2]]
 
