@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers.cli import assert_one_line_error, run_py
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NUDGEKIT_DATA", ROOT.parent / "shared" / "data"))
@@ -18,31 +18,7 @@ needs_data = pytest.mark.skipif(
 
 
 def run_cli(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.update(
-        {
-            "WANDB_DIR": str(tmp_path),
-            "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
-            "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
-            "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
-            "WANDB_SILENT": "true",
-            "HF_HUB_OFFLINE": "1",
-        }
-    )
-    cmd = [sys.executable, "run.py", *args, f"hydra.run.dir={tmp_path / 'run'}"]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_line_error(out: subprocess.CompletedProcess, *needles: str) -> str:
-    assert out.returncode == 2, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
-    # progress bars may precede it; the error itself is exactly one line
-    lines = [ln for ln in out.stderr.splitlines() if ln.strip() and "it/s]" not in ln]
-    assert len(lines) == 1, out.stderr
-    assert "Traceback" not in out.stderr + out.stdout
-    assert lines[0].startswith("error: ")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    return run_py([*args, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, timeout=timeout)
 
 
 @needs_data

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.cli import assert_one_line_error, run_py
 
 from nudgekit.nurl import HintStore, powers_of_two
 from nudgekit.zoo import tiny_problems
@@ -26,26 +27,14 @@ def run_cli(
     env_extra: dict | None = None,
     timeout: int = 600,
 ) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "WANDB_SILENT": "true",
-        "HF_HUB_OFFLINE": "1",
-        "WANDB_MODE": "offline",
-        "WANDB_DIR": str(tmp_path),
-        **(env_extra or {}),
-    }
     where = (
         f"hydra.sweep.dir={tmp_path / 'multi'}" if multirun else f"hydra.run.dir={tmp_path / 'run'}"
     )
-    cmd = [sys.executable, "run.py", *(["-m"] if multirun else []), *args, where]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    args = [*(["-m"] if multirun else []), *args, where]
+    return run_py(args, tmp_path, {"WANDB_MODE": "offline", **(env_extra or {})}, timeout)
 
 
-def error_line(out: subprocess.CompletedProcess) -> str:
-    assert out.returncode == 2, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
-    lines = [ln for ln in out.stderr.splitlines() if ln.strip() and "it/s]" not in ln]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out.stderr
-    return lines[0]
+error_line = assert_one_line_error
 
 
 def test_powers_of_two():

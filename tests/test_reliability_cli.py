@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.cli import assert_one_line_error
+from helpers.cli import run_py as run_cli
 from helpers.config import compose_cfg
 
 from nudgekit import rundir
@@ -39,41 +41,6 @@ CLI_SECRETS = {
 CONFIG_SECRET = "cfgsecret-PASSWD-55ee"  # under creds.passwd in a config file
 CONFIG_COOKIE = "cfgsecret-COOKIE-66ff"  # under creds.cookie in a config file
 ALL_SECRETS = [ENV_SECRET, ENV_OPENAI, *CLI_SECRETS.values(), CONFIG_SECRET, CONFIG_COOKIE]
-
-
-def run_cli(
-    args: list[str], tmp_path: Path, env: dict[str, str] | None = None, timeout: int = 300
-) -> subprocess.CompletedProcess:
-    """`python run.py ARGS` from the repo root, W&B kept inside `tmp_path`."""
-    full_env = dict(os.environ)
-    full_env.update(
-        {
-            "WANDB_DIR": str(tmp_path),
-            "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
-            "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
-            "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
-            "WANDB_SILENT": "true",
-            "HF_HUB_OFFLINE": "1",
-        }
-    )
-    full_env.pop("HYDRA_FULL_ERROR", None)
-    full_env.update(env or {})
-    cmd = [sys.executable, "run.py", *args]
-    return subprocess.run(
-        cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def assert_one_line_error(out: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit code 2, no traceback, and exactly one `error: ...` line on stderr."""
-    assert out.returncode == 2, (out.returncode, out.stdout[-2000:], out.stderr[-3000:])
-    assert "Traceback" not in out.stderr + out.stdout
-    lines = [ln for ln in out.stderr.splitlines() if ln.strip() and "it/s]" not in ln]
-    assert len(lines) == 1, out.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def files_holding(root: Path, secret: str) -> list[Path]:
