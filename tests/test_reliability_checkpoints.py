@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.rl.build import make_trainer
+from helpers.rl.build import cli_command, make_trainer
 from transformers import get_linear_schedule_with_warmup
 
 from nudgekit.errors import NudgekitError
@@ -305,24 +305,7 @@ def test_added_or_removed_components_count_as_changes_new_arguments_do_not():
 
 
 def _cli(model_dir: Path, ckpt: Path, run: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "run.py",
-        "experiment=grpo_tiny",
-        "debug=tiny",
-        "model=local",
-        f"model.name_or_path={model_dir}",
-        "reward.name=tests.helpers.rl.rewards:char_parity",
-        "pipeline.train_problems.level=1",
-        "pipeline.validation.every=0",
-        "pipeline.prompts_per_step=4",
-        "pipeline.num_threads=1",
-        "pipeline.export=false",
-        "pipeline.plateau=null",
-        f"pipeline.checkpoint.dir={ckpt}",
-        f"hydra.run.dir={run}",
-        *overrides,
-    ]
+    cmd = cli_command(model_dir, ckpt, run, *overrides)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 

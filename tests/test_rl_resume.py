@@ -7,38 +7,26 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
+from helpers.rl.build import cli_command
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 12
 
 
 def _command(model_dir: Path, ckpt: Path, run: Path) -> list[str]:
-    return [
-        sys.executable,
-        "run.py",
-        "experiment=grpo_tiny",
-        "debug=tiny",
-        "model=local",
-        f"model.name_or_path={model_dir}",
-        "reward.name=tests.helpers.rl.rewards:char_parity",
-        "pipeline.train_problems.level=1",
+    return cli_command(
+        model_dir,
+        ckpt,
+        run,
         f"pipeline.max_steps={STEPS}",
         "pipeline.checkpoint.every=2",
-        "pipeline.validation.every=0",
-        "pipeline.prompts_per_step=4",
         "pipeline.update.micro_batch_size=4",
-        "pipeline.num_threads=1",
-        "pipeline.export=false",
         "pipeline.optimizer.lr=3e-3",
-        "pipeline.plateau=null",
-        f"pipeline.checkpoint.dir={ckpt}",
-        f"hydra.run.dir={run}",
-    ]
+    )
 
 
 def _start(cmd: list[str], log: Path) -> subprocess.Popen:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
@@ -169,3 +171,27 @@ def equivalence_kwargs() -> dict[str, Any]:
         val_every=2,
         export=True,
     )
+
+
+def cli_command(model_dir: Path, ckpt: Path, run: Path, *overrides: str) -> list[str]:
+    """`python run.py ...` of a short GRPO run on `model_dir` through the real CLI (the
+    char-parity reward, level-1 problems, no validation, export or plateau stop, checkpoints in
+    `ckpt`, run dir `run`), then `overrides`; run it from the repo root with PYTHONPATH there."""
+    return [
+        sys.executable,
+        "run.py",
+        "experiment=grpo_tiny",
+        "debug=tiny",
+        "model=local",
+        f"model.name_or_path={model_dir}",
+        "reward.name=tests.helpers.rl.rewards:char_parity",
+        "pipeline.train_problems.level=1",
+        "pipeline.validation.every=0",
+        "pipeline.prompts_per_step=4",
+        "pipeline.num_threads=1",
+        "pipeline.export=false",
+        "pipeline.plateau=null",
+        f"pipeline.checkpoint.dir={ckpt}",
+        f"hydra.run.dir={run}",
+        *overrides,
+    ]
