@@ -37,6 +37,10 @@ class Context:
         # shell-quoted, so the line runs as printed (`[a,b]` and `${budget.zoo}` stay literal)
         return "python run.py " + ("-m " if s.multirun else "") + " ".join(map(shlex.quote, s.args))
 
+    def commands(self, names: list[str]) -> str:
+        """The stages' command lines as an indented markdown code block, blank line after."""
+        return "".join(f"    {self.command(n)}\n" for n in names) + "\n"
+
     def header(self, title: str) -> str:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         return (

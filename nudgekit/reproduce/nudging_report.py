@@ -68,7 +68,7 @@ def gamma_table(values: GammaValues) -> str:
 def _methods(ctx: Context) -> str:
     names = ctx.names("nudging")
     text = "## Nudging vs baselines (gamma 0.5, one run per nudger build seed)\n\n"
-    text += "".join(f"    {ctx.command(n)}\n" for n in names) + "\n"
+    text += ctx.commands(names)
     summaries = []
     for n in names:
         d = ctx.dir(n)
@@ -98,7 +98,7 @@ def write_nudging(ctx: Context) -> None:
     text = ctx.header("Nudging on the tiny world") + _methods(ctx)
     names = ctx.names("gamma")
     text += "\n## Gamma sweep (one sweep per nudger build seed)\n\n"
-    text += "".join(f"    {ctx.command(n)}\n" for n in names) + "\n"
+    text += ctx.commands(names)
     text += "".join(ctx.missing(n) for n in names if ctx.dir(n) is None)
     values = sweep_values(ctx)
     if values:

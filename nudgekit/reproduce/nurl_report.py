@@ -170,9 +170,9 @@ def _ablation_section(ctx: Context) -> str:
 def write_nurl(ctx: Context) -> None:
     sig_text, sig_curves = _signal_section(ctx)
     pk_text, pk_curves = _passk_section(ctx)
-    cmds = "\n".join(f"    {ctx.command(n)}" for g in ("nurl", "continued") for n in ctx.names(g))
+    cmds = ctx.commands([n for g in ("nurl", "continued") for n in ctx.names(g)])
     text = ctx.header("NuRL vs GRPO-continued on the tiny world")
-    text += f"Commands (each stage's run dir under the reproduce root):\n\n{cmds}\n\n"
+    text += f"Commands (each stage's run dir under the reproduce root):\n\n{cmds}"
     text += sig_text + "\n" + pk_text + "\n" + _ablation_section(ctx)
     if pk_curves:
         ctx.written.append(
