@@ -305,3 +305,18 @@ def test_prompt_lists_must_match(lms):
         CachedNudgingDecoder(lms["base"], lms["small"]).decode(["a"], [])
     with pytest.raises(NudgekitError, match="differ in length"):
         ChunkedNudgingDecoder(lms["base"], lms["small"]).decode(["a"], [])
+
+
+@pytest.mark.parametrize("decoder", ["cached", "chunked"])
+def test_progress_bar_counts_finished_questions(lms, decoder, capsys):
+    """`decode(progress=True)` shows a bar that reaches n/n and changes nothing in the outputs."""
+    base, nudging = pair(lms, "cross")
+    pb, pn = prompts(nudging, 5)
+    cls = CachedNudgingDecoder if decoder == "cached" else ChunkedNudgingDecoder
+    dec = cls(base, nudging, max_new_tokens=24, **SETTINGS["cross"])
+    quiet = dec.decode(pb, pn)
+    assert "nudging" not in capsys.readouterr().err
+    shown = dec.decode(pb, pn, progress=True)
+    err = capsys.readouterr().err
+    assert "nudging" in err and "5/5" in err, err[-300:]
+    assert [o.text for o in shown] == [o.text for o in quiet]

@@ -6,7 +6,8 @@ the chunked reference decoder (`--decoder chunked`, one question at a time), or 
 prompts of `conf/experiment/nudging_gemma3_smollm2.yaml` (`NudgingPrompt`, template gsm8k), and
 appends one JSON line per problem to `--out` as soon as its batch is done, so a run stopped at a
 time limit keeps what it finished. `--compare a.jsonl b.jsonl` prints the exact text match of two
-such files over the problems both hold, the match of whole rows (text, spans, stop reason,
+such files (or a `run.py experiment=nudging_gemma3_smollm2` run's `nudging.jsonl`) over the
+problems both hold, the match of whole rows (text, spans, stop reason,
 rounds, token counts; rows written before spans were recorded compare without them), with
 accuracy and nudged-token share:
 
@@ -95,8 +96,7 @@ class Alone:
 
 
 def compare(a: str, b: str) -> None:
-    rows_a = {r["id"]: r for r in map(json.loads, Path(a).read_text().splitlines())}
-    rows_b = {r["id"]: r for r in map(json.loads, Path(b).read_text().splitlines())}
+    rows_a, rows_b = _rows(a), _rows(b)
     both = [i for i in rows_a if i in rows_b]
     same = sum(rows_a[i]["text"] == rows_b[i]["text"] for i in both)
     print(f"exact text match: {same}/{len(both)}")
@@ -111,6 +111,30 @@ def compare(a: str, b: str) -> None:
         print(
             f"{name}: accuracy {acc:.3f}, nudged-token share {nudge / max(total, 1):.3f}, {secs:.0f} s"
         )
+
+
+ROW_KEYS = (
+    "id",
+    "text",
+    "correct",
+    "nudge_tokens",
+    "base_tokens",
+    "stop_reason",
+    "rounds",
+    "spans",
+)
+
+
+def _rows(path: str) -> dict[str, dict]:
+    """Rows by id from this script's output or a `NudgingPipeline` run's `nudging.jsonl`
+    (`output` is the text; it keeps no per-problem seconds)."""
+    rows = {}
+    for line in Path(path).read_text().splitlines():
+        r = json.loads(line)
+        if "output" in r:
+            r = {"text": r["output"], "seconds": 0.0, **{k: r[k] for k in ROW_KEYS if k in r}}
+        rows[r["id"]] = r
+    return rows
 
 
 def _outcome(row: dict, other: dict) -> dict:

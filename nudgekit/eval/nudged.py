@@ -98,7 +98,7 @@ class NudgedSampler:
             top_p=top_p,
         )
         start = time.perf_counter()
-        outputs = decoder.decode(repeat(base_prompts, n), repeat(nudging_prompts, n))
+        outputs = decoder.decode(repeat(base_prompts, n), repeat(nudging_prompts, n), progress=True)
         self.seconds = time.perf_counter() - start
         self.stats = run_stats(outputs)
         log.info("eval: %d nudged answers in %.1fs", len(outputs), self.seconds)

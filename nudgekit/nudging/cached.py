@@ -39,6 +39,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from nudgekit.errors import NudgekitError
 from nudgekit.inference import FORWARD_COST, SyncRequest
@@ -110,14 +111,22 @@ class CachedNudgingDecoder:
 
     @torch.inference_mode()
     def decode(
-        self, base_prompts: Sequence[str], nudging_prompts: Sequence[str]
+        self, base_prompts: Sequence[str], nudging_prompts: Sequence[str], progress: bool = False
     ) -> list[NudgeOutput]:
-        """One collaborative answer per question (prompts rendered for each model)."""
+        """One collaborative answer per question (prompts rendered for each model); `progress`
+        shows a tqdm bar over finished questions."""
         if len(base_prompts) != len(nudging_prompts):
             raise NudgekitError("nudging: base and nudging prompt lists differ in length")
         n = len(base_prompts)
         if n == 0:
             return []
+        with tqdm(total=n, desc="nudging", unit="q", disable=not progress) as bar:
+            return self._decode(base_prompts, nudging_prompts, bar)
+
+    def _decode(
+        self, base_prompts: Sequence[str], nudging_prompts: Sequence[str], bar: tqdm
+    ) -> list[NudgeOutput]:
+        n = len(base_prompts)
         batch = min(self.batch_size, n)
         lean, cost = self.lean_forward, self.forward_cost
         base = Side(self.base_lm, batch, self.base_t, self.top_p, self.seed, lean, cost)
@@ -141,6 +150,7 @@ class CachedNudgingDecoder:
             except StopIteration as done:
                 results[q] = done.value
                 running.pop(row, None)
+                bar.update()
                 return False
             running[row] = RowState(q, program, wants, [None] * len(wants))
             return True

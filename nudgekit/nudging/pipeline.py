@@ -185,7 +185,7 @@ class NudgingPipeline:
             seed=self.seed,
         )  # fmt: skip
         start = time.perf_counter()
-        outputs = decoder.decode(prompts_b, prompts_n)
+        outputs = decoder.decode(prompts_b, prompts_n, progress=True)
         return outputs, time.perf_counter() - start
 
     def _record(self, problem: Problem, prompt_b: str, prompt_n: str, out: Any) -> dict:

@@ -53,6 +53,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from nudgekit.engines.base import Engine, GenerationRequest
 from nudgekit.engines.sampling import derive_seed
 from nudgekit.errors import NudgekitError
@@ -130,31 +132,33 @@ class ChunkedNudgingDecoder:
         return len(encode(self.base_tok, text))
 
     def decode(
-        self, base_prompts: Sequence[str], nudging_prompts: Sequence[str]
+        self, base_prompts: Sequence[str], nudging_prompts: Sequence[str], progress: bool = False
     ) -> list[NudgeOutput]:
-        """One collaborative answer per question (prompts rendered for each model)."""
+        """One collaborative answer per question (prompts rendered for each model); `progress`
+        shows a tqdm bar over finished questions."""
         if len(base_prompts) != len(nudging_prompts):
             raise NudgekitError("nudging: base and nudging prompt lists differ in length")
         jobs = list(enumerate(zip(base_prompts, nudging_prompts)))
         workers = min(self.concurrency, len(jobs))
         self._failed.clear()
-        if workers <= 1:
-            return [self._one(i, b, n) for i, (b, n) in jobs]
-        with ThreadPoolExecutor(workers, thread_name_prefix="nudging") as pool:
-            futures = [pool.submit(self._guarded, i, b, n) for i, (b, n) in jobs]
+        with tqdm(total=len(jobs), desc="nudging", unit="q", disable=not progress) as bar:
+            if workers <= 1:
+                return [self._one(i, b, n, bar) for i, (b, n) in jobs]
+            with ThreadPoolExecutor(workers, thread_name_prefix="nudging") as pool:
+                futures = [pool.submit(self._guarded, i, b, n, bar) for i, (b, n) in jobs]
         errors = [f.exception() for f in futures if f.exception() is not None]
         if errors:  # the first real failure, not a question stopped because of it
             raise next((e for e in errors if not isinstance(e, _Stopped)), errors[0])
         return [f.result() for f in futures]
 
-    def _guarded(self, index: int, base_prompt: str, nudging_prompt: str) -> NudgeOutput:
+    def _guarded(self, index: int, base_prompt: str, nudging_prompt: str, bar) -> NudgeOutput:
         try:
-            return self._one(index, base_prompt, nudging_prompt)
+            return self._one(index, base_prompt, nudging_prompt, bar)
         except BaseException:
             self._failed.set()
             raise
 
-    def _one(self, index: int, base_prompt: str, nudging_prompt: str) -> NudgeOutput:
+    def _one(self, index: int, base_prompt: str, nudging_prompt: str, bar=None) -> NudgeOutput:
         out, repeats = Transcript(), RepeatState()
         rounds, stop = 0, None
         seeds = iter(range(10**9))
@@ -186,6 +190,8 @@ class ChunkedNudgingDecoder:
                 continue
             out.add(self._base_completion(base_prompt, out.text, probe, index, seeds), BASE)
         spent = self.count(out.text) >= self.max_new_tokens
+        if bar is not None:
+            bar.update()
         return finish(out, stop, rounds, spent, self.base_tok, self.nudging_tok)
 
     def _base_completion(self, base_prompt, output, probe: Chunk, index, seeds) -> str:
