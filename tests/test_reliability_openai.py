@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers.torchrun import free_port
 
 from nudgekit.engines import GenerationRequest, OpenAIEngine, openai_http
 from nudgekit.errors import NudgekitError
@@ -92,12 +92,6 @@ def _fail(engine: OpenAIEngine, n: int = 1) -> tuple[str, float]:
     return message, time.monotonic() - start
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:  # a port that nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # --- deadline ----------------------------------------------------------------------------------
 
 
@@ -165,7 +159,7 @@ def test_a_failing_batch_does_not_wait_for_queued_requests(serve):
 
 
 def test_a_refused_port_is_unreachable_and_fast():
-    port = _free_port()
+    port = free_port()
     message, took = _fail(_engine(f"http://127.0.0.1:{port}"))
     assert f"unreachable at http://127.0.0.1:{port}/v1/completions" in message
     assert "connection refused" in message
@@ -174,7 +168,7 @@ def test_a_refused_port_is_unreachable_and_fast():
 
 
 def test_defaults_fail_a_dead_server_in_seconds():
-    engine = OpenAIEngine(f"http://127.0.0.1:{_free_port()}", "m")
+    engine = OpenAIEngine(f"http://127.0.0.1:{free_port()}", "m")
     message, took = _fail(engine)
     assert "unreachable" in message and "3 attempts" in message
     assert took < 5  # two retries with 0.5 s and 1 s backoff
@@ -259,7 +253,7 @@ def test_env_credentials_are_scrubbed_too(serve, monkeypatch):
 
 
 def test_a_key_in_the_url_is_not_printed(serve):
-    port = _free_port()
+    port = free_port()
     message, _ = _fail(_engine(f"http://user:{KEY}@127.0.0.1:{port}/v1?api-key={KEY}"))
     assert KEY not in message
     assert f"unreachable at http://127.0.0.1:{port}/v1/completions" in message
