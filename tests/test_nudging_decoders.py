@@ -320,3 +320,31 @@ def test_progress_bar_counts_finished_questions(lms, decoder, capsys):
     err = capsys.readouterr().err
     assert "nudging" in err and "5/5" in err, err[-300:]
     assert [o.text for o in shown] == [o.text for o in quiet]
+
+
+def test_stream_admits_questions_that_arrive_mid_run(lms):
+    """`stream`: questions that turn up while others decode join the running batch (they start
+    before the first ones finish) and get the texts a list decode gives them."""
+    base, nudging = pair(lms, "cross")
+    pb, pn = prompts(nudging, 4)
+    dec = CachedNudgingDecoder(base, nudging, batch_size=4, max_new_tokens=32, **SETTINGS["cross"])
+    expected = [o.text for o in dec.decode(pb, pn)]
+    arrivals = {0: [0, 1], 3: [2, 3]}  # by take() call: two wait at the start, two come later
+    waiting, calls, events, got = [], iter(range(10**6)), [], {}
+
+    def take():
+        waiting.extend(arrivals.get(next(calls), []))
+        if not waiting:
+            return None
+        q = waiting.pop(0)
+        events.append(("start", q))
+        return pb[q], pn[q], q
+
+    def done(q, out):
+        events.append(("done", q))
+        got[q] = out.text
+
+    dec.stream(take, done)
+    assert [got[q] for q in range(4)] == expected
+    first_done = min(events.index(("done", q)) for q in (0, 1))
+    assert events.index(("start", 2)) < first_done and events.index(("start", 3)) < first_done

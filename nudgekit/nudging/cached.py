@@ -26,7 +26,8 @@ on the same token ids, so in greedy mode it writes the same text; what changes i
   which case it runs on until the rule is decided.
 - **Continuous batching.** Each question is a generator over its own state; every tick runs at
   most one forward pass per model, over just the rows that need that model (`RowCache`), and a
-  finished row takes the next question.
+  finished row takes the next question. `stream` takes questions from a callable instead of a
+  list, so questions that arrive while others decode join the running batch (the server).
 
 Differences to the reference that remain are floating-point: a batched or incremental forward
 rounds differently from a fresh prefill, which can flip a greedy argmax tie or a top-1
@@ -118,45 +119,71 @@ class CachedNudgingDecoder:
         if len(base_prompts) != len(nudging_prompts):
             raise NudgekitError("nudging: base and nudging prompt lists differ in length")
         n = len(base_prompts)
-        if n == 0:
-            return []
-        with tqdm(total=n, desc="nudging", unit="q", disable=not progress) as bar:
-            return self._decode(base_prompts, nudging_prompts, bar)
-
-    def _decode(
-        self, base_prompts: Sequence[str], nudging_prompts: Sequence[str], bar: tqdm
-    ) -> list[NudgeOutput]:
-        n = len(base_prompts)
-        batch = min(self.batch_size, n)
-        lean, cost = self.lean_forward, self.forward_cost
-        base = Side(self.base_lm, batch, self.base_t, self.top_p, self.seed, lean, cost)
-        nudge = Side(self.nudging_lm, batch, self.nudging_t, self.top_p, self.seed + 1, lean, cost)
         results: list[NudgeOutput | None] = [None] * n
+        order = iter(range(n))
+
+        def take() -> tuple[str, str, int] | None:
+            q = next(order, None)
+            return None if q is None else (base_prompts[q], nudging_prompts[q], q)
+
+        with tqdm(total=n, desc="nudging", unit="q", disable=not progress) as bar:
+
+            def done(q: int, out: NudgeOutput) -> None:
+                results[q] = out
+                bar.update()
+
+            if n:
+                self.stream(take, done, rows=min(self.batch_size, n))
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def stream(
+        self,
+        take: Callable[[], tuple[str, str, int] | None],
+        done: Callable[[int, NudgeOutput], None],
+        rows: int | None = None,
+    ) -> None:
+        """Decode questions as `take()` hands them out, at most `rows` (default `batch_size`) at
+        once, and hand each answer to `done(key, output)` as soon as it is finished.
+
+        `take()` returns `(base_prompt, nudging_prompt, key)` (`key`: an int, the question's
+        sampling-seed key) or None when no question is waiting now; a row freed by a finished
+        question asks at once, and idle rows ask again after every tick, so a question that
+        arrives while others decode joins them (continuous batching; `nudgekit.serve` feeds its
+        queue in this way). Returns once no question runs and `take()` has none."""
+        rows = self.batch_size if rows is None else rows
+        lean, cost = self.lean_forward, self.forward_cost
+        base = Side(self.base_lm, rows, self.base_t, self.top_p, self.seed, lean, cost)
+        nudge = Side(self.nudging_lm, rows, self.nudging_t, self.top_p, self.seed + 1, lean, cost)
         running: dict[int, RowState] = {}
-        queue = iter(range(n))
 
-        def launch(row: int) -> None:
-            for q in queue:
-                base.start(row, base_prompts[q], q)
-                nudge.start(row, nudging_prompts[q], q)
-                program = self._program(row, base, nudge)
-                if advance(row, q, program, None):
-                    return
+        def launch(row: int) -> bool:
+            """Start questions in `row` until one runs (False: none was waiting)."""
+            while (item := take()) is not None:
+                prompt_b, prompt_n, key = item
+                base.start(row, prompt_b, key)
+                nudge.start(row, prompt_n, key)
+                if advance(row, key, self._program(row, base, nudge), None):
+                    return True
+            return False
 
-        def advance(row: int, q: int, program: Program, picks) -> bool:
+        def advance(row: int, key: int, program: Program, picks) -> bool:
             """Send `picks`; True while the question still runs."""
             try:
                 wants = next(program) if picks is None else program.send(picks)
-            except StopIteration as done:
-                results[q] = done.value
+            except StopIteration as finished:
                 running.pop(row, None)
-                bar.update()
+                done(key, finished.value)
                 return False
-            running[row] = RowState(q, program, wants, [None] * len(wants))
+            running[row] = RowState(key, program, wants, [None] * len(wants))
             return True
 
-        for row in range(batch):
-            launch(row)
+        def fill() -> None:
+            for row in range(rows):
+                if row not in running and not launch(row):
+                    return
+
+        fill()
         while running:
             # one forward per model; a row whose requests are all answered moves on at once, so
             # it can use the base model in the same tick as the nudging model
@@ -172,8 +199,8 @@ class CachedNudgingDecoder:
                     st = running[r]
                     if st.answered and not advance(r, st.question, st.program, st.picks):
                         launch(r)
+            fill()
         self.forwards = {"base": base.cache.forwards, "nudging": nudge.cache.forwards}
-        return results  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ one question
 

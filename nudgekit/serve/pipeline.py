@@ -45,12 +45,15 @@ class ServePipeline:
         host: the address to bind (127.0.0.1 unless told otherwise).
         port: the port (0: any free one; the chosen one is in `server.json`).
         limits: request limits (`nudgekit.serve.Limits`).
-        batch_size: most questions per decode call.
+        batch_size: most questions taken by a decode call at its start (and per call, in waves).
         batch_wait_ms: a batch waits for company until no request arrived for this long
             (at most 10 times as long in all).
         max_requests: stop after this many answered generation requests (None: never).
         max_seconds: stop after this long (None: never).
         engine_batch_size: rows per forward of the models' engines.
+        continuous: greedy questions queued while a call runs join it (needs a decoder with
+            `stream`, the cached one); False: every call decodes the questions it took at its
+            start, in waves (see `nudgekit.serve.scheduler`).
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class ServePipeline:
         max_requests: int | None = None,
         max_seconds: float | None = None,
         engine_batch_size: int = 16,
+        continuous: bool = True,
     ) -> None:
         if not 0 <= port <= 65535:
             raise NudgekitError(f"serve: port={port} must lie in 0..65535")
@@ -82,7 +86,7 @@ class ServePipeline:
         self.limits = limits or Limits()
         self.batch_size, self.wait_s = batch_size, batch_wait_ms / 1000.0
         self.max_requests, self.max_seconds = max_requests, max_seconds
-        self.engine_batch_size = engine_batch_size
+        self.engine_batch_size, self.continuous = engine_batch_size, continuous
         self.stop = threading.Event()
         self.url: str | None = None  # set once serving
         self.ready = threading.Event()
@@ -93,8 +97,9 @@ class ServePipeline:
     def run(self, tracker: Any = None, run_dir: Path | str | None = None) -> dict[str, float]:
         engines = {k: self._engine(s) for k, s in self.specs.items()}
         scheduler = Scheduler(
-            self._decode_fn(engines), self.batch_size, self.wait_s, self.limits.max_queued
-        )
+            self._decode_fn(engines), self.batch_size, self.wait_s, self.limits.max_queued,
+            stream=self._stream_fn(engines),
+        )  # fmt: skip
         service = Service(
             self.model_name,
             self.limits,
@@ -180,6 +185,22 @@ class ServePipeline:
             return decoder.decode(base_prompts, nudging_prompts)
 
         return decode
+
+    def _stream_fn(self, engines: dict[str, Any]) -> Callable[..., None] | None:
+        """Continuous greedy decoding, when the decoder can (`stream`: the cached decoder)."""
+        if not self.continuous or not hasattr(
+            getattr(self.decoder, "func", self.decoder), "stream"
+        ):
+            return None
+
+        def stream(take, done, max_tokens):
+            decoder = self.decoder(
+                base=engines["base"], nudging=engines["nudging"], max_new_tokens=max_tokens,
+                seed=0, base_temperature=0.0, nudging_temperature=0.0,
+            )  # fmt: skip
+            decoder.stream(take, done)
+
+        return stream
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
