@@ -34,3 +34,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def hint_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The NuRL test policy (`helpers.nurl.build_hint_model`): hints turn problem A right."""
+    from helpers.nurl import build_hint_model
+
+    return build_hint_model(tmp_path_factory.mktemp("nurl") / "hint-model")

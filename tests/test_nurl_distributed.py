@@ -20,18 +20,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import pytest  # noqa: E402
+from helpers.nurl import make_nurl  # noqa: E402
 from helpers.torchrun import torchrun  # noqa: E402
-from test_nurl_trainer import build_hint_model, make_nurl  # noqa: E402
 
 RUN = dict(
     start="step0", stage1_max_steps=2, stage2_steps=0, filter_solved=False, micro_batch_size=2
 )
-
-
-@pytest.fixture(scope="module")
-def hint_model(tmp_path_factory) -> Path:
-    return build_hint_model(tmp_path_factory.mktemp("nurl-dist") / "hint-model")
 
 
 def test_zero3_two_processes_uneven_hinting(hint_model, tmp_path):

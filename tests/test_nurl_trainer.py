@@ -1,148 +1,24 @@
 """NuRL inside the GRPO trainer: gate + G-1 injection, hinted log-probs, the two-stage schedule.
 
-The model is a real tiny Qwen2 fine-tuned in a few seconds so that hints matter: on problem A
-it answers wrong without a hint and right with one; on problem B it is right either way. So A's
-group has pass rate 0 (the gate opens) and B's has pass rate 1 (untouched).
+The model (`hint_model`, `helpers.nurl`) is a real tiny Qwen2 fine-tuned in a few seconds so
+that hints matter: on problem A it answers wrong without a hint and right with one; on problem B
+it is right either way. So A's group has pass rate 0 (the gate opens) and B's has pass rate 1
+(untouched). What a schedule may see of the trainer: `test_nurl_context.py`.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
 import shutil
-from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from helpers.rl.build import make_trainer
+from helpers.nurl import HINT, A, B, CountingSource, G, ListTracker, hint_store, make_nurl
 
-import nudgekit.nurl
-from nudgekit.data.problem import Problem
-from nudgekit.engines.hf import HFEngine
 from nudgekit.errors import NudgekitError
-from nudgekit.models import ChatPrompt, ModelSpec
-from nudgekit.models.random_init import build_tiny_model
-from nudgekit.nurl import HintInjector, HintRecord, HintStore, NuRLSchedule, StoreHints
-from nudgekit.rewards import load_verifier
+from nudgekit.nurl import HintInjector, HintStore, NuRLSchedule, StoreHints
 from nudgekit.rl import GRPOTrainer
-from nudgekit.rl.hooks import ScheduleContext
 from nudgekit.rl.plateau import PlateauDetector
 from nudgekit.rl.rollouts import collate, token_logprobs
-
-A = Problem("A", "Start 3: inc dbl", "1")
-B = Problem("B", "Start 4: neg", "2")
-HINT = "look"
-G = 4
-
-
-def build_hint_model(path: Path) -> Path:
-    """Fine-tune a random tiny Qwen2 on 4 sequences: A -> wrong, A + hint -> right, B -> right."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        base = build_tiny_model(path.parent / f"{path.name}-init", arch="qwen2", hidden_size=64)
-        tok = AutoTokenizer.from_pretrained(base)
-        model = AutoModelForCausalLM.from_pretrained(base)
-        prompt = ChatPrompt(ModelSpec(str(base)), "tiny")
-        data = [
-            (prompt(A), "Answer: 2"),
-            (prompt(A, HINT), "Answer: 1"),
-            (prompt(B), "Answer: 2"),
-            (prompt(B, HINT), "Answer: 2"),
-        ]
-        seqs = [
-            (
-                tok(p, add_special_tokens=False).input_ids,
-                tok(c, add_special_tokens=False).input_ids + [tok.eos_token_id],
-            )
-            for p, c in data
-        ]
-        width = max(len(p) + len(c) for p, c in seqs)
-        ids = torch.full((len(seqs), width), tok.eos_token_id)
-        labels = torch.full((len(seqs), width), -100)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, (p, c) in enumerate(seqs):
-            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-            labels[i, len(p) : len(p) + len(c)] = torch.tensor(c)
-            mask[i, : len(p) + len(c)] = 1
-        torch.manual_seed(0)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-        model.train()
-        for _ in range(150):
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        assert loss.item() < 1e-3
-        model.save_pretrained(path)
-        tok.save_pretrained(path)
-        return path
-    finally:
-        torch.set_num_threads(threads)
-
-
-def hint_store() -> HintStore:
-    return HintStore([HintRecord(id=p.id, hint=HINT, source="file") for p in (A, B)])
-
-
-class CountingSource(StoreHints):
-    def __init__(self, store: HintStore) -> None:
-        super().__init__(store)
-        self.calls = 0
-
-    def collect(self, problems):
-        self.calls += 1
-        return super().collect(problems)
-
-
-SCHEDULE = (
-    "injector",
-    "hints",
-    "start",
-    "stage1_max_steps",
-    "stage2_steps",
-    "filter_n",
-    "filter_solved",
-    "filter_temperature",
-)
-
-
-def make_nurl(
-    model_dir: Path, schedule_type: type[NuRLSchedule] = NuRLSchedule, **overrides: Any
-) -> GRPOTrainer:
-    """The composed GRPO trainer (`helpers.rl.build.make_trainer`) with NuRL's schedule; schedule
-    arguments go to `schedule_type`, the rest to `make_trainer`."""
-    kwargs: dict[str, Any] = dict(
-        train_problems=[A, B],
-        verifier=load_verifier("tiny"),
-        engine=functools.partial(HFEngine, max_batch_size=64),
-        optimizer=functools.partial(torch.optim.AdamW, lr=1e-4, weight_decay=0.0),
-        lr_scheduler=None,
-        prompts_per_step=2,
-        group_size=G,
-        max_new_tokens=12,
-        micro_batch_size=8,
-        val_every=0,
-        export=False,
-        resume=None,
-        seed=0,
-        hints=StoreHints(hint_store()),
-        injector=HintInjector(),
-        stage1_max_steps=1,
-        stage2_steps=1,
-        filter_n=4,
-    )
-    kwargs.update(overrides)
-    schedule = schedule_type(**{k: kwargs.pop(k) for k in SCHEDULE if k in kwargs})
-    return make_trainer(str(model_dir), schedule=schedule, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def hint_model(tmp_path_factory) -> Path:
-    return build_hint_model(tmp_path_factory.mktemp("nurl") / "hint-model")
 
 
 @pytest.fixture
@@ -292,19 +168,6 @@ def test_two_stage_schedule_filters_and_resumes(hint_model, tmp_path):
         assert all(torch.equal(ref[k], got[k]) for k in ref), f"resume from step {step} differs"
 
 
-class ListTracker:
-    """Keeps every logged metrics dict (the tracker interface the trainer calls)."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[int, dict]] = []
-
-    def log(self, metrics, step):
-        self.rows.append((step, dict(metrics)))
-
-    def log_table(self, *args, **kwargs):
-        pass
-
-
 def test_stage_switch_on_plateau_and_original_reward_in_stage2(hint_model, tmp_path):
     """Train reward and val pass@1 stay at 0.5 (A always wrong, B always right): both are flat
     for 2 steps at step 3, well before the 6-step cap, so stage 2 starts there."""
@@ -338,97 +201,3 @@ def test_stage_switch_on_plateau_and_original_reward_in_stage2(hint_model, tmp_p
     # stage 2's sampler starts epoch 3 (stage 1 used epochs 0-2), then one step of 2 prompts
     # over the single kept problem covers epochs 3 and 4
     assert t.sampler.state_dict() == {"epoch": 5, "index": 0, "size": 1}
-
-
-# what a schedule may read or do: the documented members of `ScheduleContext`, nothing more
-CONTEXT_MEMBERS = {
-    *("step", "rank", "world_size", "is_main", "run_dir", "seed", "sampling", "plateaued"),
-    *("engine", "prompt", "verifier", "tokenizer", "train_problems", "generating"),
-    *("log", "log_table", "record", "all_reduce_sum", "all_gather_object"),
-    *("use_problems", "save_checkpoint"),
-}
-# the trainer's internals a schedule used to reach into
-TRAINER_INTERNALS = (
-    *("backend", "optimizer", "model", "module", "ref_model", "loss", "grad_accum"),
-    *("sampler", "history", "plateau", "checkpoints", "hooks", "schedule", "tracker"),
-    *("prompts_per_step", "train_step", "update", "load_checkpoint"),
-)
-
-
-class RecordingSchedule(NuRLSchedule):
-    """NuRL's schedule, recording what each of its hook points is handed."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.handed: list[tuple[str, Any]] = []
-
-    def on_train_start(self, ctx):
-        self.handed.append(("on_train_start", ctx))
-        super().on_train_start(ctx)
-
-    def on_step_start(self, ctx):
-        self.handed.append(("on_step_start", ctx))
-        super().on_step_start(ctx)
-
-    def on_step_end(self, ctx, metrics):
-        self.handed.append(("on_step_end", ctx))
-        super().on_step_end(ctx, metrics)
-
-    def end_step(self, ctx, end):
-        self.handed.append(("end_step", ctx))
-        return super().end_step(ctx, end)
-
-    def before_resume(self, ctx, state):
-        self.handed.append(("before_resume", ctx))
-        super().before_resume(ctx, state)
-
-
-def test_the_schedule_sees_only_its_context(hint_model, tmp_path):
-    kw = dict(stage1_max_steps=1, stage2_steps=1, save_every=1, keep_checkpoints=None)
-    t = make_nurl(hint_model, RecordingSchedule, **kw)
-    t.setup(tmp_path / "run")
-    tracker = ListTracker()
-    metrics = t.train(tracker)
-    t.cleanup()
-    # hints, the filter (B solved 4/4) and stage 2 all ran through the context
-    assert metrics["nurl/stage"] == 2 and metrics["nurl/filter_kept"] == 1
-    assert metrics["nurl/stage2_start"] == 1  # `record`ed summary metrics reach the final ones
-    assert [p.id for p in t.sampler.items] == ["A"]  # `use_problems` replaced the training set
-    assert any("hints/accepted" in m for _, m in tracker.rows)  # `log` reached the tracker
-    # a resume in stage 2: `before_resume` narrows the training set through the context too
-    ckpt = tmp_path / "run" / "checkpoints" / "step-000001"
-    again = make_nurl(hint_model, RecordingSchedule, resume=str(ckpt), **kw)
-    again.setup(tmp_path / "again")
-    assert again.schedule.stage == 2 and [p.id for p in again.sampler.items] == ["A"]
-    again.cleanup()
-    handed = t.schedule.handed + again.schedule.handed
-    assert {point for point, _ in handed} == {
-        "on_train_start",
-        "on_step_start",
-        "on_step_end",
-        "end_step",
-        "before_resume",
-    }
-    assert all(type(ctx) is ScheduleContext for _, ctx in handed)
-    assert {id(ctx) for _, ctx in handed} == {id(t.context), id(again.context)}
-    # the context exposes exactly its documented members, none of the trainer's internals
-    ctx = t.context
-    assert {name for name in dir(ctx) if not name.startswith("_")} == CONTEXT_MEMBERS
-    for name in TRAINER_INTERNALS:
-        assert not hasattr(ctx, name), name
-    with pytest.raises(AttributeError):
-        ctx.sampler = t.sampler  # nothing can be hung on it either
-    assert ctx.step == t.step == 2 and ctx.train_problems == [A, B]
-
-
-def test_nothing_in_nurl_takes_the_trainer():
-    """No module of `nudgekit.nurl` names a `trainer` (parameter or variable) or reads the
-    trainer internals a schedule used to reach into; the schedule gets a `ScheduleContext`."""
-    internals = {"sampler", "history", "plateau", "backend", "optimizer", "ref_model"}
-    for path in sorted(Path(nudgekit.nurl.__file__).parent.glob("*.py")):
-        tree = ast.parse(path.read_text())
-        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-        names |= {a.arg for a in ast.walk(tree) if isinstance(a, ast.arg)}
-        attrs = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
-        assert "trainer" not in names, f"{path.name} takes the trainer"
-        assert not attrs & internals, f"{path.name} reads {sorted(attrs & internals)}"

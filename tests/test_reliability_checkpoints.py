@@ -333,7 +333,7 @@ def test_cli_resume_allow_applies_a_new_lr(tiny_qwen_dir, tmp_path):
 
 
 def test_nurl_records_its_schedule_and_refuses_a_change(tiny_qwen_dir, tmp_path):
-    from test_nurl_trainer import make_nurl
+    from helpers.nurl import make_nurl
 
     schedule = dict(stage1_max_steps=1, stage2_steps=0, resume="auto")
     first = make_nurl(tiny_qwen_dir, **schedule)

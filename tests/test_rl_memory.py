@@ -331,7 +331,7 @@ def test_keep_last_k_and_weights_only_checkpoints(tiny_qwen_dir, tmp_path):
 
 
 def test_nurl_hint_store_sits_beside_the_state_and_old_checkpoints_resume(tiny_qwen_dir, tmp_path):
-    from test_nurl_trainer import CountingSource, hint_store, make_nurl
+    from helpers.nurl import CountingSource, hint_store, make_nurl
 
     trainer = make_nurl(
         tiny_qwen_dir,
