@@ -4,6 +4,8 @@ cross-tokenizer boundary cases, the KV-cache rollback, and proxy tuning."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from helpers.nudging import engine, model_dirs, with_eos_bias, write_lm
@@ -307,13 +309,31 @@ def test_prompt_lists_must_match(lms):
         ChunkedNudgingDecoder(lms["base"], lms["small"]).decode(["a"], [])
 
 
-@pytest.mark.parametrize("decoder", ["cached", "chunked"])
+class Serialised:
+    """An engine that says it serves concurrent calls (`thread_safe`), by taking turns on a lock:
+    the chunked decoder then runs its questions in a thread pool."""
+
+    thread_safe = True
+
+    def __init__(self, engine) -> None:
+        self.engine, self.tokenizer, self.lock = engine, engine.tokenizer, threading.Lock()
+
+    def generate(self, requests, stop_when=None):
+        with self.lock:
+            return self.engine.generate(requests, stop_when=stop_when)
+
+
+@pytest.mark.parametrize("decoder", ["cached", "chunked", "chunked-threads"])
 def test_progress_bar_counts_finished_questions(lms, decoder, capsys):
     """`decode(progress=True)` shows a bar that reaches n/n and changes nothing in the outputs."""
     base, nudging = pair(lms, "cross")
+    if decoder == "chunked-threads":
+        base, nudging = Serialised(base), Serialised(nudging)
     pb, pn = prompts(nudging, 5)
     cls = CachedNudgingDecoder if decoder == "cached" else ChunkedNudgingDecoder
     dec = cls(base, nudging, max_new_tokens=24, **SETTINGS["cross"])
+    if decoder != "cached":  # the thread pool runs only over engines marked thread-safe
+        assert (dec.concurrency > 1) == (decoder == "chunked-threads")
     quiet = dec.decode(pb, pn)
     assert "nudging" not in capsys.readouterr().err
     shown = dec.decode(pb, pn, progress=True)

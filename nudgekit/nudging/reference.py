@@ -143,22 +143,28 @@ class ChunkedNudgingDecoder:
         self._failed.clear()
         with tqdm(total=len(jobs), desc="nudging", unit="q", disable=not progress) as bar:
             if workers <= 1:
-                return [self._one(i, b, n, bar) for i, (b, n) in jobs]
+                outputs = []
+                for i, (b, n) in jobs:
+                    outputs.append(self._one(i, b, n))
+                    bar.update()
+                return outputs
             with ThreadPoolExecutor(workers, thread_name_prefix="nudging") as pool:
-                futures = [pool.submit(self._guarded, i, b, n, bar) for i, (b, n) in jobs]
+                futures = [pool.submit(self._guarded, i, b, n) for i, (b, n) in jobs]
+                for f in futures:
+                    f.add_done_callback(lambda _: bar.update())
         errors = [f.exception() for f in futures if f.exception() is not None]
         if errors:  # the first real failure, not a question stopped because of it
             raise next((e for e in errors if not isinstance(e, _Stopped)), errors[0])
         return [f.result() for f in futures]
 
-    def _guarded(self, index: int, base_prompt: str, nudging_prompt: str, bar) -> NudgeOutput:
+    def _guarded(self, index: int, base_prompt: str, nudging_prompt: str) -> NudgeOutput:
         try:
-            return self._one(index, base_prompt, nudging_prompt, bar)
+            return self._one(index, base_prompt, nudging_prompt)
         except BaseException:
             self._failed.set()
             raise
 
-    def _one(self, index: int, base_prompt: str, nudging_prompt: str, bar=None) -> NudgeOutput:
+    def _one(self, index: int, base_prompt: str, nudging_prompt: str) -> NudgeOutput:
         out, repeats = Transcript(), RepeatState()
         rounds, stop = 0, None
         seeds = iter(range(10**9))
@@ -190,8 +196,6 @@ class ChunkedNudgingDecoder:
                 continue
             out.add(self._base_completion(base_prompt, out.text, probe, index, seeds), BASE)
         spent = self.count(out.text) >= self.max_new_tokens
-        if bar is not None:
-            bar.update()
         return finish(out, stop, rounds, spent, self.base_tok, self.nudging_tok)
 
     def _base_completion(self, base_prompt, output, probe: Chunk, index, seeds) -> str:
